@@ -1,0 +1,309 @@
+"""The estimators against closed forms, Captum, and their own contracts."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from smoothgrad_lib import smoothgrad, vanilla_gradient
+from smoothgrad_lib.saliency import AGGREGATES, default_batch_size, noise_std
+
+SHAPE = (3, 6, 5)
+
+
+def linear_model(n_classes: int = 4, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(SHAPE), n_classes)).eval()
+
+
+class Quadratic(nn.Module):
+    """logit_k(x) = sum over pixels of a_k * x^2, so d logit_k / dx = 2 a_k x."""
+
+    def __init__(self, n_classes: int = 3) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(n_classes, *SHAPE, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kchw,bchw->bk", self.a, x.square())
+
+
+def small_cnn(activation: type[nn.Module] = nn.Softplus, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), activation(), nn.Conv2d(8, 8, 3, padding=1), activation(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5),
+    ).eval()
+
+
+def images(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, *SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- analytic cases -------------------------------------------------------------------------
+
+
+def test_linear_vanilla_gradient_is_the_weight_row():
+    model, x = linear_model(), images(3)
+    targets = [0, 2, 3]
+    grad = vanilla_gradient(model, x, targets)
+    expected = model[1].weight[targets].reshape(3, *SHAPE)
+    torch.testing.assert_close(grad, expected)
+
+
+@pytest.mark.parametrize("noise_level", [0.05, 0.5, 2.0])
+def test_linear_smoothgrad_aggregates(noise_level):
+    model, x = linear_model(), images(2)
+    w = model[1].weight[1].reshape(*SHAPE).expand(2, *SHAPE)
+    results = {
+        agg: smoothgrad(model, x, 1, n_samples=7, noise_level=noise_level, aggregate=agg, generator=seeded())
+        for agg in AGGREGATES
+    }
+    torch.testing.assert_close(results["raw"], w)
+    torch.testing.assert_close(results["abs"], w.abs())
+    torch.testing.assert_close(results["square"], w.square())
+    torch.testing.assert_close(results["vargrad"], torch.zeros_like(w), atol=1e-10, rtol=0)
+
+
+def folded_normal_mean(mu: torch.Tensor, sigma: float) -> torch.Tensor:
+    """E|Y| for Y ~ N(mu, sigma^2)."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    return sigma * math.sqrt(2 / math.pi) * torch.exp(-mu.square() / (2 * sigma**2)) + mu * (
+        1 - 2 * normal.cdf(-mu / sigma)
+    )
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_quadratic_matches_closed_form(aggregate):
+    """G_i = 2a(x + eps): each aggregate has a closed-form mean and a known Monte-Carlo standard error."""
+    model = Quadratic().eval()
+    x = images(1, seed=3) * 2 - 0.5  # range about 2, values on both sides of 0
+    level, n = 0.2, 4000
+    sigma = level * float(x.max() - x.min())  # the noise_level convention under test
+    a = model.a[2].detach()
+    xs = x[0].double()
+    a2 = a.double()
+    if aggregate == "raw":
+        mean, se = 2 * a2 * xs, 2 * a2.abs() * sigma / math.sqrt(n)
+    elif aggregate == "abs":
+        folded = folded_normal_mean(xs, sigma)
+        mean = 2 * a2.abs() * folded
+        se = 2 * a2.abs() * torch.sqrt((xs.square() + sigma**2 - folded.square()) / n)
+    elif aggregate == "square":
+        mean = 4 * a2.square() * (xs.square() + sigma**2)
+        se = 4 * a2.square() * torch.sqrt((4 * xs.square() * sigma**2 + 2 * sigma**4) / n)
+    else:  # population variance: expectation (N - 1) / N * Var G
+        mean = 4 * a2.square() * sigma**2 * (n - 1) / n
+        se = 4 * a2.square() * sigma**2 * math.sqrt(2 / (n - 1))
+    result = smoothgrad(model, x, 2, n_samples=n, noise_level=level, aggregate=aggregate, generator=seeded(5))
+    z = (result[0].double() - mean) / se
+    assert z.abs().max() < 5, f"worst deviation {z.abs().max():.2f} standard errors"
+
+
+def test_quadratic_detects_wrong_sigma_convention():
+    """With sigma = noise_level (not x range) the square aggregate would be off by many standard errors."""
+    model, x = Quadratic().eval(), images(1, seed=3) * 2 - 0.5
+    result = smoothgrad(model, x, 0, n_samples=4000, noise_level=0.2, aggregate="square", generator=seeded())
+    a2, xs = model.a[0].detach().double(), x[0].double()
+    wrong = 4 * a2.square() * (xs.square() + 0.2**2)
+    right_sigma = 0.2 * float(x.max() - x.min())
+    right = 4 * a2.square() * (xs.square() + right_sigma**2)
+    err_right = (result[0].double() - right).abs().sum()
+    err_wrong = (result[0].double() - wrong).abs().sum()
+    assert err_right < 0.2 * err_wrong
+
+
+def test_absolute_sigma_matches_noise_level_on_unit_range_image():
+    model = small_cnn()
+    x = images(1)
+    x = (x - x.min()) / (x.max() - x.min())  # range exactly 1
+    by_level = smoothgrad(model, x, 0, n_samples=5, noise_level=0.3, generator=seeded())
+    by_sigma = smoothgrad(model, x, 0, n_samples=5, sigma=0.3, generator=seeded())
+    torch.testing.assert_close(by_level, by_sigma)
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_zero_noise_is_vanilla_gradient(aggregate):
+    model, x = small_cnn(nn.ReLU), images(2)
+    grad = vanilla_gradient(model, x)
+    expected = {"raw": grad, "abs": grad.abs(), "square": grad.square(), "vargrad": torch.zeros_like(grad)}
+    result = smoothgrad(model, x, n_samples=4, noise_level=0.0, aggregate=aggregate)
+    torch.testing.assert_close(result, expected[aggregate], atol=1e-7, rtol=1e-5)
+
+
+# --- Captum ---------------------------------------------------------------------------------
+
+captum_attr = pytest.importorskip("captum.attr")
+
+
+def test_captum_saliency_equals_vanilla_gradient():
+    model, x = small_cnn(nn.ReLU), images(3)
+    targets = torch.tensor([0, 4, 2])
+    theirs = captum_attr.Saliency(model).attribute(x, target=targets, abs=False)
+    torch.testing.assert_close(vanilla_gradient(model, x, targets), theirs)
+
+
+def test_captum_noise_tunnel_one_sample_no_noise():
+    model, x = small_cnn(nn.ReLU), images(2)
+    tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
+    theirs = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=1, stdevs=0.0, target=1, abs=False)
+    torch.testing.assert_close(vanilla_gradient(model, x, 1), theirs)
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "nt_type", "abs_flag"),
+    [("abs", "smoothgrad", True), ("raw", "smoothgrad", False), ("square", "smoothgrad_sq", False), ("vargrad", "vargrad", False)],
+)
+def test_captum_noise_tunnel_agrees_in_distribution(aggregate, nt_type, abs_flag):
+    """Two independent estimates differ by Monte-Carlo error only; ours vs Captum's must too."""
+    model, x, sigma, n = small_cnn(), images(1), 0.3, 1000
+    ours = [smoothgrad(model, x, 3, n_samples=n, sigma=sigma, aggregate=aggregate, generator=seeded(s)) for s in (1, 2)]
+    torch.manual_seed(3)
+    tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
+    theirs = tunnel.attribute(
+        x, nt_type=nt_type, nt_samples=n, nt_samples_batch_size=250, stdevs=sigma, target=3, abs=abs_flag
+    )
+    own_spread = (ours[0] - ours[1]).norm()
+    assert (ours[0] - theirs).norm() < 3 * own_spread
+    assert own_spread < 0.1 * ours[0].norm()  # the comparison is sharp: MC error is small
+
+
+# --- contracts ------------------------------------------------------------------------------
+
+
+def test_same_seed_same_result_bitwise_and_other_seed_differs():
+    model, x = small_cnn(), images(2)
+    first = smoothgrad(model, x, n_samples=6, generator=seeded(7))
+    again = smoothgrad(model, x, n_samples=6, generator=seeded(7))
+    other = smoothgrad(model, x, n_samples=6, generator=seeded(8))
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_global_seed_makes_it_reproducible():
+    model, x = small_cnn(), images(1)
+    torch.manual_seed(11)
+    first = smoothgrad(model, x, n_samples=4)
+    torch.manual_seed(11)
+    assert torch.equal(first, smoothgrad(model, x, n_samples=4))
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_batch_size_does_not_change_the_result(aggregate):
+    model, x = small_cnn(), images(3)
+    reference = smoothgrad(model, x, n_samples=10, aggregate=aggregate, batch_size=30, generator=seeded())
+    for batch_size in (1, 4, 7, None):
+        result = smoothgrad(model, x, n_samples=10, aggregate=aggregate, batch_size=batch_size, generator=seeded())
+        torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-8)
+
+
+def test_batch_of_images_equals_first_image_alone():
+    model, x = small_cnn(), images(3)
+    together = smoothgrad(model, x, n_samples=5, generator=seeded())
+    alone = smoothgrad(model, x[0], n_samples=5, generator=seeded())
+    torch.testing.assert_close(together[0], alone)
+
+
+def test_single_image_in_single_image_out():
+    model, x = small_cnn(), images(1)[0]
+    assert vanilla_gradient(model, x).shape == x.shape
+    assert smoothgrad(model, x, n_samples=2).shape == x.shape
+
+
+def test_targets_none_int_and_per_image():
+    model, x = small_cnn(), images(3)
+    predicted = model(x).argmax(1)
+    torch.testing.assert_close(vanilla_gradient(model, x), vanilla_gradient(model, x, predicted))
+    torch.testing.assert_close(vanilla_gradient(model, x, 2), vanilla_gradient(model, x, [2, 2, 2]))
+    per_image = vanilla_gradient(model, x, [0, 1, 4])
+    for b, target in enumerate([0, 1, 4]):
+        torch.testing.assert_close(per_image[b], vanilla_gradient(model, x[b], target))
+    none_sg = smoothgrad(model, x, None, n_samples=3, generator=seeded())
+    torch.testing.assert_close(none_sg, smoothgrad(model, x, predicted, n_samples=3, generator=seeded()))
+
+
+def test_no_side_effects_on_input_or_model():
+    model, x = small_cnn(), images(2)
+    x.requires_grad_(True)
+    before_x = x.detach().clone()
+    before_params = [p.detach().clone() for p in model.parameters()]
+    model[0].bias.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    vanilla_gradient(model, x)
+    for aggregate in AGGREGATES:
+        smoothgrad(model, x, n_samples=3, aggregate=aggregate)
+    assert torch.equal(x.detach(), before_x) and x.requires_grad and x.grad is None
+    assert not model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    for p, before in zip(model.parameters(), before_params):
+        assert torch.equal(p, before) and p.grad is None
+
+
+def test_noise_std_per_image():
+    x = torch.stack([torch.zeros(*SHAPE), torch.ones(*SHAPE)])
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 2.0, -3.0
+    torch.testing.assert_close(noise_std(x, noise_level=0.1).flatten(), torch.tensor([0.2, 0.4]))
+    torch.testing.assert_close(noise_std(x, sigma=0.5).flatten(), torch.tensor([0.5, 0.5]))
+
+
+def test_default_batch_size_scales_with_image_size():
+    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 5
+    assert default_batch_size(torch.zeros(1, 3, 64, 64)) > 50
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+class Unbatched(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum((1, 2, 3))
+
+
+BAD_CALLS = [
+    (TypeError, "torch.Tensor", lambda m, x: vanilla_gradient(m, x.numpy())),
+    (TypeError, "floating-point", lambda m, x: vanilla_gradient(m, (x * 255).to(torch.uint8))),
+    (ValueError, "shape", lambda m, x: vanilla_gradient(m, x[0, 0])),
+    (ValueError, "shape", lambda m, x: smoothgrad(m, x[None])),
+    (ValueError, "NaN or inf", lambda m, x: vanilla_gradient(m, x.index_put((torch.tensor(0),), torch.tensor(float("nan"))))),
+    (ValueError, "NaN or inf", lambda m, x: smoothgrad(m, x / 0.0)),
+    (ValueError, "n_samples", lambda m, x: smoothgrad(m, x, n_samples=0)),
+    (ValueError, "n_samples", lambda m, x: smoothgrad(m, x, n_samples=2.5)),
+    (ValueError, "noise_level", lambda m, x: smoothgrad(m, x, noise_level=-0.1)),
+    (ValueError, "sigma", lambda m, x: smoothgrad(m, x, sigma=-1.0)),
+    (ValueError, "not both", lambda m, x: smoothgrad(m, x, noise_level=0.2, sigma=0.1)),
+    (ValueError, "aggregate", lambda m, x: smoothgrad(m, x, aggregate="mean")),
+    (ValueError, "batch_size", lambda m, x: smoothgrad(m, x, batch_size=0)),
+    (ValueError, "outside the model's classes", lambda m, x: vanilla_gradient(m, x, 5)),
+    (ValueError, "outside the model's classes", lambda m, x: smoothgrad(m, x, -1, n_samples=2)),
+    (ValueError, "one class per image", lambda m, x: vanilla_gradient(m, x, [0, 1, 2])),
+    (TypeError, "integer class indices", lambda m, x: vanilla_gradient(m, x, torch.tensor([0.0, 1.0]))),
+    (TypeError, "nn.Module", lambda m, x: vanilla_gradient(lambda t: t, x)),
+    (ValueError, "model.eval()", lambda m, x: vanilla_gradient(m.train(), x)),
+    (ValueError, "model.eval()", lambda m, x: smoothgrad(m.train(), x)),
+    (ValueError, r"\(B, classes\)", lambda m, x: vanilla_gradient(Unbatched().eval(), x)),
+    (ValueError, r"\(B, classes\)", lambda m, x: smoothgrad(Unbatched().eval(), x, target=0)),
+]
+
+
+@pytest.mark.parametrize(("error", "message", "call"), BAD_CALLS)
+def test_bad_input_is_a_clear_error(error, message, call):
+    model, x = small_cnn(), images(2)
+    with pytest.raises(error, match=message):
+        call(model, x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device type (CUDA) for the generator")
+def test_generator_on_another_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="generator"):
+        smoothgrad(small_cnn(), images(1), generator=torch.Generator(device="cuda"))
+
+
+def test_training_mode_is_never_switched_silently():
+    model = small_cnn().train()
+    with pytest.raises(ValueError):
+        smoothgrad(model, images(1))
+    assert model.training
