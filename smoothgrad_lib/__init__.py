@@ -1,7 +1,25 @@
-"""smoothgrad_lib: Vanilla Gradient and SmoothGrad saliency for PyTorch image classifiers."""
+"""smoothgrad_lib: Vanilla Gradient and SmoothGrad saliency for PyTorch image classifiers.
+
+    from smoothgrad_lib import load_model, load_image, smoothgrad, saliency_map
+    loaded = load_model()                      # EfficientNet-Lite0, offline
+    x = load_image("chelsea")                  # (3, 224, 224) in [0, 1]
+    s = smoothgrad(loaded.model, x)            # (3, 224, 224), mean |G_i| over 50 noisy copies
+    m = saliency_map(s)                        # (224, 224) in [0, 1]
+"""
 
 from .images import PHOTOS, load_image
 from .maps import saliency_map
-from .saliency import smoothgrad, vanilla_gradient
+from .models import LoadedModel, load_model
+from .saliency import noisy_gradients, smoothgrad, vanilla_gradient
 
-__all__ = ["PHOTOS", "load_image", "saliency_map", "smoothgrad", "vanilla_gradient"]
+__all__ = [
+    "PHOTOS",
+    "LoadedModel",
+    "load_image",
+    "load_model",
+    "noisy_gradients",
+    "saliency_map",
+    "smoothgrad",
+    "vanilla_gradient",
+]
+__version__ = "0.1.0"

@@ -17,7 +17,7 @@ convention and PAIR's ``stdev_spread``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -107,12 +107,79 @@ def smoothgrad(
     Returns:
         Tensor with the shape and dtype of ``x``.
     """
-    _check_model(model)
-    batch, single = _as_batch(x)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}.")
+    batch, single = _as_batch(x)
+    # Accumulate in float64 where the device has it, so that neither the order
+    # of summation (set by batch_size) nor E[G^2] - E[G]^2 loses precision.
+    acc_dtype = torch.float32 if batch.device.type == "mps" else torch.float64
+    first = torch.zeros(batch.shape, dtype=acc_dtype, device=batch.device)
+    second = torch.zeros_like(first) if aggregate == "vargrad" else None
+    chunks = _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator)
+    for owner, grads in chunks:
+        grads = grads.to(acc_dtype)
+        if aggregate == "abs":
+            first.index_add_(0, owner, grads.abs())
+        elif aggregate == "square":
+            first.index_add_(0, owner, grads.square())
+        else:
+            first.index_add_(0, owner, grads)
+        if second is not None:
+            second.index_add_(0, owner, grads.square())
+    result = first / n_samples
+    if second is not None:
+        result = (second / n_samples - result.square()).clamp_min(0)
+    result = result.to(batch.dtype)
+    return result[0] if single else result
+
+
+def noisy_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    n_samples: int = 50,
+    noise_level: float | None = DEFAULT_NOISE_LEVEL,
+    sigma: float | None = None,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The individual noisy gradients ``G_i`` that ``smoothgrad`` aggregates.
+
+    Same arguments and the same noise as ``smoothgrad`` (with the same
+    generator state, ``smoothgrad(..., aggregate="raw")`` equals the mean of
+    this over samples). Returns (B, N, C, H, W), or (N, C, H, W) for a single
+    image: memory grows with ``n_samples``, so this is for experiments on the
+    distribution of ``G_i``, not for computing maps.
+    """
+    batch, single = _as_batch(x)
+    out = torch.empty((batch.shape[0] * n_samples, *batch.shape[1:]), dtype=batch.dtype, device=batch.device)
+    position = 0
+    for owner, grads in _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator):
+        out[position : position + len(owner)] = grads
+        position += len(owner)
+    out = out.reshape(batch.shape[0], n_samples, *batch.shape[1:])
+    return out[0] if single else out
+
+
+def _noisy_gradient_chunks(
+    model: nn.Module,
+    batch: torch.Tensor,
+    target: int | Sequence[int] | torch.Tensor | None,
+    n_samples: int,
+    noise_level: float | None,
+    sigma: float | None,
+    batch_size: int | None,
+    generator: torch.Generator | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Validate the arguments, then iterate over (owner, gradients) for chunks of at most batch_size noisy copies.
+
+    Copy ``j`` is sample ``j % N`` of image ``owner = j // N``; copies come in
+    order of ``j``. Each copy's noise is drawn on its own, so the noise, and
+    hence any aggregate, does not depend on ``batch_size``.
+    """
+    _check_model(model)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
     if sigma is not None and noise_level == DEFAULT_NOISE_LEVEL:
@@ -121,58 +188,33 @@ def smoothgrad(
     if generator is not None and generator.device.type != batch.device.type:
         raise ValueError(
             f"generator is on {generator.device} but x is on {batch.device}: "
-            f"create it with torch.Generator(device=x.device)."
+            "create it with torch.Generator(device=x.device)."
         )
-
     batch = batch.detach()
+    classes = None
     if target is None:
         with torch.no_grad():
             classes = resolve_target(_logits(model, batch), None)
-    else:
-        classes = None  # checked against the model's output on the first chunk
 
-    n_images = batch.shape[0]
-    total = n_images * n_samples
+    total = batch.shape[0] * n_samples
     step = batch_size or default_batch_size(batch)
-    # Accumulate in float64 where the device has it, so that neither the order
-    # of summation (set by batch_size) nor E[G^2] - E[G]^2 loses precision.
-    acc_dtype = torch.float32 if batch.device.type == "mps" else torch.float64
-    first = torch.zeros(batch.shape, dtype=acc_dtype, device=batch.device)
-    second = torch.zeros_like(first) if aggregate == "vargrad" else None
 
-    # Copy j is sample (j % N) of image (j // N); its noise is drawn on its own
-    # so that the noise, and hence the result, does not depend on batch_size.
-    for start in range(0, total, step):
-        index = torch.arange(start, min(start + step, total), device=batch.device)
-        owner = index // n_samples
-        noise = torch.stack(
-            [torch.randn(batch.shape[1:], generator=generator, device=batch.device, dtype=batch.dtype) for _ in index]
-        )
-        noisy = (batch[owner] + stdev[owner] * noise).requires_grad_(True)
-        with torch.enable_grad():
-            logits = _logits(model, noisy)
-            if classes is None:
-                classes = resolve_target(logits, target, n_images=n_images)
-            selected = logits.gather(1, classes[owner][:, None]).sum()
-            (grads,) = torch.autograd.grad(selected, noisy)
-        grads = grads.to(acc_dtype)
-        if aggregate == "raw":
-            first.index_add_(0, owner, grads)
-        elif aggregate == "abs":
-            first.index_add_(0, owner, grads.abs())
-        elif aggregate == "square":
-            first.index_add_(0, owner, grads.square())
-        else:
-            first.index_add_(0, owner, grads)
-            second.index_add_(0, owner, grads.square())
+    def chunks(classes: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, total, step):
+            owner = torch.arange(start, min(start + step, total), device=batch.device) // n_samples
+            noise = torch.stack(
+                [torch.randn(batch.shape[1:], generator=generator, device=batch.device, dtype=batch.dtype) for _ in owner]
+            )
+            noisy = (batch[owner] + stdev[owner] * noise).requires_grad_(True)
+            with torch.enable_grad():
+                logits = _logits(model, noisy)
+                if classes is None:  # an explicit target, checked against the model's output once
+                    classes = resolve_target(logits, target, n_images=batch.shape[0])
+                selected = logits.gather(1, classes[owner][:, None]).sum()
+                (grads,) = torch.autograd.grad(selected, noisy)
+            yield owner, grads
 
-    mean = first / n_samples
-    if aggregate == "vargrad":
-        result = (second / n_samples - mean.square()).clamp_min(0)
-    else:
-        result = mean
-    result = result.to(batch.dtype)
-    return result[0] if single else result
+    return chunks(classes)
 
 
 def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | None = None) -> torch.Tensor:

@@ -195,7 +195,7 @@ def accuracy(model: nn.Module, data: ShapesBatch, batch_size: int = 500) -> floa
     return float((predictions == data.labels).float().mean())
 
 
-def train(activation: str, n_train: int = 20000, epochs: int = 6, seed: int = 0) -> tuple[ShapesCNN, float]:
+def train(activation: str, n_train: int = 20000, epochs: int = 4, seed: int = 0) -> tuple[ShapesCNN, float]:
     """Train one twin deterministically (Adam, one-cycle schedule); returns it and its held-out accuracy."""
     torch.manual_seed(seed)
     data = make_shapes(n_train, seed=seed)
@@ -228,7 +228,7 @@ def train(activation: str, n_train: int = 20000, epochs: int = 6, seed: int = 0)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m smoothgrad_lib.shapes", description=__doc__)
     parser.add_argument("command", choices=["train"])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--n-train", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the weights and sha256.json")
     args = parser.parse_args(argv)

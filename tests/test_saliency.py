@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import smoothgrad, vanilla_gradient
-from smoothgrad_lib.saliency import AGGREGATES, default_batch_size, noise_std
+from smoothgrad_lib.saliency import AGGREGATES, default_batch_size, noise_std, noisy_gradients
 
 SHAPE = (3, 6, 5)
 
@@ -307,3 +307,18 @@ def test_training_mode_is_never_switched_silently():
     with pytest.raises(ValueError):
         smoothgrad(model, images(1))
     assert model.training
+
+
+def test_noisy_gradients_are_what_smoothgrad_aggregates():
+    model, x = small_cnn(), images(2)
+    samples = noisy_gradients(model, x, n_samples=6, batch_size=5, generator=seeded(4))
+    assert samples.shape == (2, 6, *SHAPE)
+    for aggregate, reduce in {"raw": lambda g: g, "abs": torch.abs, "square": torch.square}.items():
+        expected = reduce(samples).mean(1)
+        result = smoothgrad(model, x, n_samples=6, aggregate=aggregate, generator=seeded(4))
+        torch.testing.assert_close(result, expected)
+    vargrad = smoothgrad(model, x, n_samples=6, aggregate="vargrad", generator=seeded(4))
+    torch.testing.assert_close(vargrad, samples.var(1, unbiased=False), rtol=1e-4, atol=1e-9)
+    assert noisy_gradients(model, x[0], n_samples=3).shape == (3, *SHAPE)
+    with pytest.raises(ValueError, match="n_samples"):
+        noisy_gradients(model, x, n_samples=0)

@@ -1,0 +1,119 @@
+"""Offline models and images: the default model's predictions, torchvision's offline error, user images."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smoothgrad_lib import PHOTOS, load_image
+from smoothgrad_lib.models import IMAGENET_MEAN, IMAGENET_STD, MODELS, Normalize, load_model
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_model("efficientnet-lite0", device="cpu")
+
+
+def test_lite0_classifies_the_bundled_photos(lite0):
+    assert lite0.model.training is False
+    top1 = {name: lite0.top_k(lite0.preprocess(load_image(name, size=None)), k=1)[0][0][0] for name in ("chelsea", "coffee", "rocket")}
+    assert top1["chelsea"] in {"Egyptian cat", "tiger cat", "tabby"}
+    assert top1["coffee"] in {"espresso", "cup"}
+    assert top1["rocket"] in {"missile", "projectile"}
+
+
+def test_lite0_expects_tensorflow_normalisation_not_imagenet_mean_std(lite0):
+    """(x - 127/255) / (128/255), the TF-Lite convention, gives the true classes more probability than ImageNet mean/std."""
+    network = lite0.model[1]
+    imagenet = torch.nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), network).eval()
+    true_classes = {"chelsea": [281, 282, 285], "coffee": [967]}  # cats; espresso
+    for name, classes in true_classes.items():
+        x = load_image(name)[None]
+        with torch.no_grad():
+            ours = lite0.model(x).softmax(1)[0, classes].sum()
+            theirs = imagenet(x).softmax(1)[0, classes].sum()
+        assert ours > theirs, name
+
+
+def test_torchvision_architecture_and_preprocessing_without_weights():
+    loaded = load_model("resnet18", device="cpu", pretrained=False)
+    assert loaded.input_size == 224 and len(loaded.categories) == 1000
+    assert loaded.mean == IMAGENET_MEAN and not loaded.model.training
+    assert loaded.model(torch.rand(2, 3, 224, 224)).shape == (2, 1000)
+
+
+def _offline() -> bool:
+    try:
+        socket.create_connection(("download.pytorch.org", 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not _offline(), reason="this machine can reach the internet, so the download would succeed")
+@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
+def test_torchvision_weights_offline_give_one_clear_error_quickly(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="could not download the pretrained weights") as info:
+        load_model(name, device="cpu")
+    assert time.perf_counter() - start < 10
+    assert "efficientnet-lite0" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(ValueError) as info:
+        load_model("alexnet")
+    for name in MODELS:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_every_bundled_photo_loads(name):
+    image = load_image(name)
+    assert image.shape == (3, 224, 224) and image.dtype == torch.float32
+    assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.01
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [("RGB", ".png"), ("L", ".png"), ("RGBA", ".png"), ("P", ".png"), ("LA", ".png"), ("RGB", ".jpg"), ("L", ".jpg")],
+)
+def test_user_images_of_each_mode_become_rgb(tmp_path, mode, suffix):
+    pixels = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+    path = tmp_path / f"image{suffix}"
+    Image.fromarray(pixels).convert(mode).save(path)
+    image = load_image(path, size=32)
+    assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
+    original = load_image(str(path), size=None)
+    assert original.shape == (3, 40, 60)
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(path)
+    assert torch.equal(load_image(path, size=None), torch.ones(3, 8, 8))
+
+
+def test_missing_unreadable_and_unknown_images_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a bundled photo"):
+        load_image("no-such-photo")
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="could not read"):
+        load_image(bad)
+    with pytest.raises(ValueError, match="size"):
+        load_image("chelsea", size=0)
+
+
+@pytest.mark.parametrize("name", ["shapes-relu", "shapes-softplus"])
+def test_shapes_models_through_load_model(name):
+    loaded = load_model(name, device="cpu")
+    assert loaded.categories == ("circle", "square", "triangle", "cross") and loaded.input_size == 64
+    assert next(loaded.model.parameters()).device.type == "cpu" and not loaded.model.training
