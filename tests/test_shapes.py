@@ -106,3 +106,12 @@ def test_bad_arguments():
         load_shapes_model("tanh")
     with pytest.raises(ValueError):
         make_shapes(0)
+
+
+def test_training_command_saves_nothing_when_a_twin_misses_the_bar(tmp_path, capsys):
+    from smoothgrad_lib.__main__ import main
+
+    with pytest.raises(SystemExit, match="nothing saved"):
+        main(["train-shapes", "--epochs", "1", "--n-train", "200", "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+    assert "held-out accuracy" in capsys.readouterr().out
