@@ -20,7 +20,6 @@ for _name, _sub in {
     "IPYTHONDIR": "ipython",
 }.items():
     os.environ.setdefault(_name, str(_scratch / _sub))
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def pytest_collection_modifyitems(session, config, items):

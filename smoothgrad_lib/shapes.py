@@ -193,9 +193,10 @@ def load_shapes_model(activation: str = "relu", path: Path | None = None) -> Sha
 
 
 def accuracy(model: nn.Module, data: ShapesBatch, batch_size: int = 500) -> float:
-    """Fraction of ``data`` classified correctly by ``model`` (in eval mode)."""
+    """Fraction of ``data`` classified correctly by ``model`` (in eval mode, on any device)."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        predictions = torch.cat([model(chunk).argmax(1) for chunk in data.images.split(batch_size)])
+        predictions = torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in data.images.split(batch_size)])
     return float((predictions == data.labels).float().mean())
 
 

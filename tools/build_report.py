@@ -1,6 +1,7 @@
 """Execute the report notebooks in place and render them to build/report/ as HTML that reads offline.
 
     python tools/build_report.py               # execute every notebook, then render
+    python tools/build_report.py report/02-smoothgrad.ipynb   # execute just this one, render all
     python tools/build_report.py --no-execute  # render the committed outputs only
 
 The HTML typesets maths with a local copy of MathJax (from the PyPI package
@@ -93,6 +94,7 @@ def write_index(out: Path, entries: list[tuple[Path, str, str]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to execute (default: all in report/)")
     parser.add_argument("--no-execute", action="store_true", help="render the committed outputs without running them")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "report")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
@@ -103,7 +105,7 @@ def main() -> None:
     if not notebooks:
         sys.exit("no notebooks found in report/")
     if not args.no_execute:
-        for path in notebooks:
+        for path in [p.resolve() for p in args.notebooks] or notebooks:
             print(f"executing {path.relative_to(ROOT)} ...", flush=True)
             print(f"  done in {execute(path, args.timeout):.0f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
