@@ -72,12 +72,17 @@ def test_index_lists_every_notebook(report_dir):
     assert _probe(report_dir / "index.html", "_probe_index.html")["external"] == []
 
 
-def test_notebook_page_typesets_maths_and_loads_figures_offline(report_dir):
-    page = sorted(report_dir.glob("0*.html"))[0]
-    result = _probe(page, "_probe_page.html")
+@pytest.mark.parametrize("stem", sorted(p.stem for p in (ROOT / "report").glob("*.ipynb")))
+def test_notebook_page_typesets_maths_and_loads_figures_offline(report_dir, stem):
+    page = report_dir / f"{stem}.html"
+    result = _probe(page, f"_probe_{stem}.html")
     assert result["images"] >= 2 and result["loaded"] == result["images"], result
     assert result["typeset"] >= 5 and result["errors"] == 0, result
     assert result["external"] == [], result
+
+
+def test_screenshot_of_the_first_notebook_page(report_dir):
+    page = report_dir / f"{sorted(p.stem for p in (ROOT / 'report').glob('*.ipynb'))[0]}.html"
     shot = BUILD / "report-screenshot.png"
     subprocess.run(
         [CHROMIUM, *FLAGS, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],

@@ -58,6 +58,8 @@ def render(path: Path, out: Path) -> tuple[str, str]:
             cell.source = f"[Open this notebook in Google Colab]({link.group(1)})" if link else ""
     exporter = HTMLExporter(template_name="lab", mathjax_url=f"mathjax/MathJax.js?config={MATHJAX_CONFIG}")
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem}})
+    # require.js (from a CDN) only serves interactive widgets, which the report has none of.
+    body = re.sub(r'<script src="https://[^"]*require(\.min)?\.js"></script>\s*', "", body)
     (out / f"{path.stem}.html").write_text(body, encoding="utf-8")
     return title_and_summary(notebook)
 
