@@ -4,8 +4,9 @@ N = 50 noisy copies of one 224x224 photo, noise level 0.15, on EfficientNet-Lite
 (the default model, ImageNet weights) and a random-initialised ResNet-18.
 Methods are timed in interleaved rounds (every method once per round) and the
 median over rounds is reported, with its ratio to our default. Peak memory is
-the increase of peak RSS (CPU) or of peak allocated memory (CUDA) over the
-loaded model during one call, each batch size measured in a fresh process.
+the increase of resident memory (CPU, sampled every millisecond) or of
+allocated memory (CUDA) over the loaded model during one call, each batch size
+measured in a fresh process.
 
     python benchmarks/bench_smoothgrad.py [--repeats 5] [--device cpu|cuda]
 """
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
+import psutil
 import torch
 from captum.attr import NoiseTunnel, Saliency
 
@@ -96,7 +98,10 @@ def time_methods(model_key: str, device: str, repeats: int) -> dict[str, float]:
 
 
 def peak_memory_mb(model_key: str, device: str, batch_size: int | None) -> float:
-    """Peak memory increase during one smoothgrad call, measured in this (fresh) process."""
+    """Peak memory increase over the loaded model during one smoothgrad call, in this (fresh) process.
+
+    CUDA: peak allocated memory. CPU: resident set size sampled every millisecond by a thread.
+    """
     model, x, target, _ = setup(model_key, device)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -105,9 +110,23 @@ def peak_memory_mb(model_key: str, device: str, batch_size: int | None) -> float
         smoothgrad(model, x, target, N_SAMPLES, NOISE_LEVEL, batch_size=batch_size)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    process = psutil.Process()
+    before = process.memory_info().rss
+    peak = before
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     smoothgrad(model, x, target, N_SAMPLES, NOISE_LEVEL, batch_size=batch_size)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    done.set()
+    sampler.join()
+    return (peak - before) / 2**20
 
 
 def memory_in_subprocess(model_key: str, device: str, batch_size: int | None) -> float:
