@@ -2,8 +2,8 @@
 
 N = 50 noisy copies of one 224x224 photo, noise level 0.15, on EfficientNet-Lite0
 (the default model, ImageNet weights) and a random-initialised ResNet-18.
-Methods are timed in interleaved rounds (every method once per round) and the
-median over rounds is reported, with its ratio to our default. Peak memory is
+Methods are timed in interleaved rounds (every method once per round, in a
+shuffled order) and the median over rounds is reported, with its ratio to our default. Peak memory is
 the increase of resident memory (CPU, sampled every millisecond) or of
 allocated memory (CUDA) over the loaded model during one call, each batch size
 measured in a fresh process.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -85,8 +86,10 @@ def time_methods(model_key: str, device: str, repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in table}
     for name, run in table.items():  # warm-up round, not timed
         run()
-    for _ in range(repeats):
-        for name, run in table.items():
+    for round_index in range(repeats):
+        order = list(table.items())
+        random.Random(round_index).shuffle(order)  # no method always runs first or after the same one
+        for name, run in order:
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

@@ -26,10 +26,11 @@ AGGREGATES = ("abs", "square", "raw", "vargrad")
 DEFAULT_NOISE_LEVEL = 0.15
 
 # Elements (noisy copies x C x H x W) per forward pass when batch_size=None.
-# On the CPU, chunks of about five 3x224x224 copies were fastest for
-# EfficientNet-Lite0 and as fast as any for ResNet-18 (benchmarks/); on an
+# On a 2-core CPU, chunks of about ten 3x224x224 copies were the fastest or
+# within a few percent of it for EfficientNet-Lite0 and ResNet-18, while one
+# batch of 50 was up to 2-3x slower (benchmarks/bench_smoothgrad.py); on an
 # accelerator larger batches keep the device busy.
-_ELEMENTS_PER_BATCH = {"cpu": 5 * 3 * 224 * 224, "cuda": 64 * 3 * 224 * 224, "mps": 32 * 3 * 224 * 224}
+_ELEMENTS_PER_BATCH = {"cpu": 10 * 3 * 224 * 224, "cuda": 64 * 3 * 224 * 224, "mps": 32 * 3 * 224 * 224}
 
 
 def vanilla_gradient(
@@ -102,7 +103,10 @@ def smoothgrad(
             picks a size that is fast on the device of ``x``. The result does
             not depend on it beyond float rounding.
         generator: ``torch.Generator`` on the device of ``x``; None uses the
-            global generator (so ``torch.manual_seed`` applies).
+            global generator (so ``torch.manual_seed`` applies). The same seed
+            gives bitwise the same result on the CPU; on CUDA, cuDNN's
+            backward kernels can differ in the last bits between runs unless
+            ``torch.use_deterministic_algorithms(True)`` is set.
 
     Returns:
         Tensor with the shape and dtype of ``x``.
@@ -115,17 +119,15 @@ def smoothgrad(
     acc_dtype = torch.float32 if batch.device.type == "mps" else torch.float64
     first = torch.zeros(batch.shape, dtype=acc_dtype, device=batch.device)
     second = torch.zeros_like(first) if aggregate == "vargrad" else None
+    transform = {"abs": torch.abs, "square": torch.square}.get(aggregate, lambda g: g)
     chunks = _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator)
-    for owner, grads in chunks:
+    for start, grads in chunks:
         grads = grads.to(acc_dtype)
-        if aggregate == "abs":
-            first.index_add_(0, owner, grads.abs())
-        elif aggregate == "square":
-            first.index_add_(0, owner, grads.square())
-        else:
-            first.index_add_(0, owner, grads)
-        if second is not None:
-            second.index_add_(0, owner, grads.square())
+        # Copies of one image are contiguous: plain sums over slices (no atomics, so bitwise reproducible on GPUs too).
+        for image, rows in _rows_per_image(start, len(grads), n_samples):
+            first[image] += transform(grads[rows]).sum(0)
+            if second is not None:
+                second[image] += grads[rows].square().sum(0)
     result = first / n_samples
     if second is not None:
         result = (second / n_samples - result.square()).clamp_min(0)
@@ -153,10 +155,8 @@ def noisy_gradients(
     """
     batch, single = _as_batch(x)
     out = torch.empty((batch.shape[0] * n_samples, *batch.shape[1:]), dtype=batch.dtype, device=batch.device)
-    position = 0
-    for owner, grads in _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator):
-        out[position : position + len(owner)] = grads
-        position += len(owner)
+    for start, grads in _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator):
+        out[start : start + len(grads)] = grads
     out = out.reshape(batch.shape[0], n_samples, *batch.shape[1:])
     return out[0] if single else out
 
@@ -170,12 +170,12 @@ def _noisy_gradient_chunks(
     sigma: float | None,
     batch_size: int | None,
     generator: torch.Generator | None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Validate the arguments, then iterate over (owner, gradients) for chunks of at most batch_size noisy copies.
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Validate the arguments, then iterate over (start, gradients) for chunks of at most batch_size noisy copies.
 
-    Copy ``j`` is sample ``j % N`` of image ``owner = j // N``; copies come in
-    order of ``j``. Each copy's noise is drawn on its own, so the noise, and
-    hence any aggregate, does not depend on ``batch_size``.
+    Copy ``j`` is sample ``j % N`` of image ``j // N``; a chunk holds copies
+    ``start, start + 1, ...`` in order. Each copy's noise is drawn on its own,
+    so the noise, and hence any aggregate, does not depend on ``batch_size``.
     """
     _check_model(model)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -199,7 +199,7 @@ def _noisy_gradient_chunks(
     total = batch.shape[0] * n_samples
     step = batch_size or default_batch_size(batch)
 
-    def chunks(classes: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def chunks(classes: torch.Tensor | None) -> Iterator[tuple[int, torch.Tensor]]:
         for start in range(0, total, step):
             owner = torch.arange(start, min(start + step, total), device=batch.device) // n_samples
             noise = torch.stack(
@@ -212,9 +212,16 @@ def _noisy_gradient_chunks(
                     classes = resolve_target(logits, target, n_images=batch.shape[0])
                 selected = logits.gather(1, classes[owner][:, None]).sum()
                 (grads,) = torch.autograd.grad(selected, noisy)
-            yield owner, grads
+            yield start, grads
 
     return chunks(classes)
+
+
+def _rows_per_image(start: int, count: int, n_samples: int) -> Iterator[tuple[int, slice]]:
+    """For copies ``start .. start + count - 1``: each image index with the slice of the chunk holding its copies."""
+    end = start + count
+    for image in range(start // n_samples, (end - 1) // n_samples + 1):
+        yield image, slice(max(start, image * n_samples) - start, min(end, (image + 1) * n_samples) - start)
 
 
 def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | None = None) -> torch.Tensor:

@@ -251,8 +251,8 @@ def test_noise_std_per_image():
 
 
 def test_default_batch_size_scales_with_image_size():
-    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 5
-    assert default_batch_size(torch.zeros(1, 3, 64, 64)) > 50
+    assert default_batch_size(torch.zeros(1, 3, 224, 224)) == 10
+    assert default_batch_size(torch.zeros(1, 3, 64, 64)) > 100
 
 
 # --- bad input ------------------------------------------------------------------------------
