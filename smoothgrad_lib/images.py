@@ -51,9 +51,12 @@ def load_image(name_or_path: str | Path, size: int | None = 224) -> torch.Tensor
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"could not read {str(path)!r} as an image (JPEG or PNG expected): {error}") from None
     tensor = TF.pil_to_tensor(_to_rgb(image)).float() / 255
-    if size is not None:
-        tensor = TF.center_crop(TF.resize(tensor, size, antialias=True), [size, size]).clamp(0, 1)
-    return tensor
+    return tensor if size is None else center_square(tensor, size)
+
+
+def center_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side of (3, H, W) to ``size`` (antialiased), crop the centre: (3, size, size) in [0, 1]."""
+    return TF.center_crop(TF.resize(image, size, antialias=True), [size, size]).clamp(0, 1)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torchvision
-import torchvision.transforms.functional as TF
 from torch import nn
 
+from .images import center_square
 from .shapes import CLASSES as SHAPE_CLASSES
 from .shapes import load_shapes_model
 
@@ -63,8 +63,7 @@ class LoadedModel:
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """Resize the shorter side to ``input_size`` and crop the centre: (3, H, W) -> (3, S, S)."""
-        size = self.input_size
-        return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+        return center_square(image, self.input_size)
 
     def top_k(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         """For each image of x (B, 3, S, S) or (3, S, S): its k most probable classes and softmax probabilities."""
