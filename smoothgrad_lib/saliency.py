@@ -191,6 +191,7 @@ def _noisy_gradient_chunks(
             "create it with torch.Generator(device=x.device)."
         )
     batch = batch.detach()
+    layout = _memory_format(model, batch)
     classes = None
     if target is None:
         with torch.no_grad():
@@ -205,7 +206,7 @@ def _noisy_gradient_chunks(
             noise = torch.stack(
                 [torch.randn(batch.shape[1:], generator=generator, device=batch.device, dtype=batch.dtype) for _ in owner]
             )
-            noisy = (batch[owner] + stdev[owner] * noise).requires_grad_(True)
+            noisy = (batch[owner] + stdev[owner] * noise).contiguous(memory_format=layout).requires_grad_(True)
             with torch.enable_grad():
                 logits = _logits(model, noisy)
                 if classes is None:  # an explicit target, checked against the model's output once
@@ -215,6 +216,29 @@ def _noisy_gradient_chunks(
             yield start, grads
 
     return chunks(classes)
+
+
+def _memory_format(model: nn.Module, batch: torch.Tensor) -> torch.memory_format:
+    """The memory layout in which the noisy copies go through ``model``.
+
+    channels_last (NHWC) for a convolutional model on the CPU, where oneDNN's
+    NHWC kernels ran EfficientNet-Lite0 about 1.3x faster than NCHW
+    (benchmarks/bench_smoothgrad.py); the default layout on other devices, for
+    models without ``nn.Conv2d``, and for a model that cannot take NHWC input
+    (a ``.view`` of its feature maps raises), found by one forward pass of the
+    first image. The layout changes each gradient by float rounding (relative
+    1e-6), which in a deep ReLU6 network can flip a gate that sits at its
+    threshold: on EfficientNet-Lite0 about one noisy gradient in five moved
+    by 0.1-0.5% relative (chelsea, 50 copies).
+    """
+    if batch.device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return torch.contiguous_format
+    try:
+        with torch.no_grad():
+            model(batch[:1].contiguous(memory_format=torch.channels_last))
+    except RuntimeError:
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def _rows_per_image(start: int, count: int, n_samples: int) -> Iterator[tuple[int, slice]]:

@@ -243,6 +243,34 @@ def test_no_side_effects_on_input_or_model():
         assert torch.equal(p, before) and p.grad is None
 
 
+class FlattenedCNN(nn.Module):
+    """Convolution, then a flatten of the whole (B, 8, H, W) feature map by ``.view`` or ``.reshape``.
+
+    ``.view`` refuses a channels_last feature map; ``.reshape`` copies it.
+    Records the memory layout in which each forward pass receives its input.
+    """
+
+    def __init__(self, flatten: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc, self.flatten = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 6 * 5, 4), flatten
+        self.layouts: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        h = torch.tanh(self.conv(x))
+        return self.fc(getattr(h, self.flatten)(h.shape[0], -1))
+
+
+def test_cpu_layout_channels_last_where_the_model_takes_it_same_result_either_way():
+    x = images(2)
+    by_reshape, by_view = FlattenedCNN("reshape").eval(), FlattenedCNN("view").eval()
+    results = [noisy_gradients(m, x, n_samples=5, generator=seeded()) for m in (by_reshape, by_view)]
+    assert by_reshape.layouts[-1] and not by_view.layouts[-1]  # NHWC copies, and the .view model's fallback
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-7)
+    assert results[0].is_contiguous() and x.is_contiguous()
+
+
 def test_noise_std_per_image():
     x = torch.stack([torch.zeros(*SHAPE), torch.ones(*SHAPE)])
     x[0, 0, 0, 0], x[1, 0, 0, 0] = 2.0, -3.0
