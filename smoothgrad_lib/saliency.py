@@ -101,7 +101,8 @@ def smoothgrad(
         aggregate: one of ``"abs"``, ``"square"``, ``"raw"``, ``"vargrad"``.
         batch_size: noisy copies per forward pass; bounds peak memory. None
             picks a size that is fast on the device of ``x``. The result does
-            not depend on it beyond float rounding.
+            not depend on it beyond float rounding. On the CPU the copies
+            reach a convolutional model in the faster channels_last layout.
         generator: ``torch.Generator`` on the device of ``x``; None uses the
             global generator (so ``torch.manual_seed`` applies). The same seed
             gives bitwise the same result on the CPU; on CUDA, cuDNN's
