@@ -192,16 +192,12 @@ def _noisy_gradient_chunks(
             "create it with torch.Generator(device=x.device)."
         )
     batch = batch.detach()
-    layout = _memory_format(model, batch)
-    classes = None
-    if target is None:
-        with torch.no_grad():
-            classes = resolve_target(_logits(model, batch), None)
-
+    layout, clean_logits = _clean_forward(model, batch)
+    classes = resolve_target(clean_logits, target)
     total = batch.shape[0] * n_samples
     step = batch_size or default_batch_size(batch)
 
-    def chunks(classes: torch.Tensor | None) -> Iterator[tuple[int, torch.Tensor]]:
+    def chunks() -> Iterator[tuple[int, torch.Tensor]]:
         for start in range(0, total, step):
             owner = torch.arange(start, min(start + step, total), device=batch.device) // n_samples
             noise = torch.stack(
@@ -210,36 +206,33 @@ def _noisy_gradient_chunks(
             noisy = (batch[owner] + stdev[owner] * noise).contiguous(memory_format=layout).requires_grad_(True)
             with torch.enable_grad():
                 logits = _logits(model, noisy)
-                if classes is None:  # an explicit target, checked against the model's output once
-                    classes = resolve_target(logits, target, n_images=batch.shape[0])
                 selected = logits.gather(1, classes[owner][:, None]).sum()
                 (grads,) = torch.autograd.grad(selected, noisy)
             yield start, grads
 
-    return chunks(classes)
+    return chunks()
 
 
-def _memory_format(model: nn.Module, batch: torch.Tensor) -> torch.memory_format:
-    """The memory layout in which the noisy copies go through ``model``.
+def _clean_forward(model: nn.Module, batch: torch.Tensor) -> tuple[torch.memory_format, torch.Tensor]:
+    """The memory layout in which the noisy copies go through ``model``, and the logits (B, K) of the clean images.
 
-    channels_last (NHWC) for a convolutional model on the CPU, where oneDNN's
-    NHWC kernels ran EfficientNet-Lite0 about 1.3x faster than NCHW
-    (benchmarks/bench_smoothgrad.py); the default layout on other devices, for
-    models without ``nn.Conv2d``, and for a model that cannot take NHWC input
-    (a ``.view`` of its feature maps raises), found by one forward pass of the
-    first image. The layout changes each gradient by float rounding (relative
-    1e-6), which in a deep ReLU6 network can flip a gate that sits at its
-    threshold: on EfficientNet-Lite0 about one noisy gradient in five moved
-    by 0.1-0.5% relative (chelsea, 50 copies).
+    The layout is channels_last (NHWC) for a convolutional model on the CPU,
+    where oneDNN's NHWC kernels ran EfficientNet-Lite0 about 1.3x faster than
+    NCHW (benchmarks/bench_smoothgrad.py), provided the clean forward pass in
+    it succeeds; it is the default layout on other devices, for models without
+    ``nn.Conv2d``, and for a model that cannot take NHWC input (a ``.view`` of
+    its feature maps raises). The layout changes each gradient by float
+    rounding (relative 1e-6), which in a deep ReLU6 network can flip a gate
+    that sits at its threshold: on EfficientNet-Lite0 about one noisy gradient
+    in five moved by 0.1-0.5% relative (chelsea, 50 copies).
     """
-    if batch.device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return torch.contiguous_format
-    try:
-        with torch.no_grad():
-            model(batch[:1].contiguous(memory_format=torch.channels_last))
-    except RuntimeError:
-        return torch.contiguous_format
-    return torch.channels_last
+    with torch.no_grad():
+        if batch.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            try:
+                return torch.channels_last, _logits(model, batch.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                pass
+        return torch.contiguous_format, _logits(model, batch)
 
 
 def _rows_per_image(start: int, count: int, n_samples: int) -> Iterator[tuple[int, slice]]:
@@ -283,16 +276,13 @@ def default_batch_size(x: torch.Tensor) -> int:
 def resolve_target(
     logits: torch.Tensor,
     target: int | Sequence[int] | torch.Tensor | None,
-    n_images: int | None = None,
 ) -> torch.Tensor:
-    """Class index per image as a long tensor (B,), checked against ``logits`` (M, K).
+    """Class index per image as a long tensor (B,), checked against the images' ``logits`` (B, K).
 
     ``None`` takes the arg-max of ``logits``; an int applies to every image; a
-    sequence or tensor gives one class per image. ``n_images`` is B when the
-    logits belong to noisy copies rather than to the B images themselves.
+    sequence or tensor gives one class per image.
     """
-    n_images = logits.shape[0] if n_images is None else n_images
-    n_classes = logits.shape[1]
+    n_images, n_classes = logits.shape
     if target is None:
         return logits.detach().argmax(1)
     if isinstance(target, bool):
