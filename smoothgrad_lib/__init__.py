@@ -10,16 +10,19 @@
 from .images import PHOTOS, load_image
 from .maps import saliency_map
 from .models import LoadedModel, load_model
-from .saliency import noisy_gradients, smoothgrad, vanilla_gradient
+from .saliency import Estimate, TargetType, noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
 
 __all__ = [
     "PHOTOS",
+    "Estimate",
+    "TargetType",
     "LoadedModel",
     "load_image",
     "load_model",
     "noisy_gradients",
     "saliency_map",
     "smoothgrad",
+    "smoothgrad_estimate",
     "vanilla_gradient",
 ]
 __version__ = "0.1.0"

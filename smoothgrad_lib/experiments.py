@@ -16,6 +16,11 @@ from torch import nn
 
 from .saliency import vanilla_gradient
 
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` seeded with ``seed``: one per measurement, so each is reproducible alone."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 # d activation / d input is a 0/1 gate for these piecewise-linear activations.
 GATES = {nn.ReLU: lambda z: z > 0, nn.ReLU6: lambda z: (z > 0) & (z < 6)}
 

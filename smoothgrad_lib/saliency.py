@@ -1,10 +1,11 @@
-"""Gradient saliency estimators: Vanilla Gradient and SmoothGrad.
+"""Gradient saliency estimators: Vanilla Gradient and SmoothGrad, with Monte-Carlo error bars.
 
 Notation. A classifier maps an image batch ``x`` of shape (B, C, H, W) to
 pre-softmax logits of shape (B, K). For image ``b`` and its target class
 ``c_b`` let ``g(x_b) = f_{c_b}(x_b)`` be the target logit.
 
-* Vanilla Gradient: ``G(x_b) = d g / d x_b``, shape (C, H, W).
+* Vanilla Gradient: ``G(x_b) = d g / d x_b``, shape (C, H, W), in logit per
+  input unit.
 * SmoothGrad (Smilkov et al., 2017): draw ``eps_i ~ N(0, sigma_b^2 I)``,
   ``i = 1..N``, and average a function of the noisy gradients
   ``G_i = G(x_b + eps_i)``.
@@ -13,31 +14,58 @@ pre-softmax logits of shape (B, K). For image ``b`` and its target class
 ``stdevs``) or as a fraction of image ``b``'s own range
 (``noise_level``: ``sigma_b = noise_level * (max x_b - min x_b)``, the paper's
 convention and PAIR's ``stdev_spread``).
+
+On CUDA every gradient is computed in full IEEE float32 unless ``tf32=True``
+(see ``smoothgrad_lib.precision``); the caller's global TF32 settings are
+restored after each call.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, TypeAlias
 
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from .precision import float32_precision
+
+TargetType: TypeAlias = int | Sequence[int] | torch.Tensor | None
+"""None (each image's predicted class), one int for every image, or one class index per image."""
 
 AGGREGATES = ("abs", "square", "raw", "vargrad")
+SAMPLINGS = ("iid", "antithetic")
 DEFAULT_NOISE_LEVEL = 0.15
 
-# Elements (noisy copies x C x H x W) per forward pass when batch_size=None.
-# On a 2-core CPU, chunks of about ten 3x224x224 copies were the fastest or
-# within a few percent of it for EfficientNet-Lite0 and ResNet-18, while one
-# batch of 50 was up to 2-3x slower (benchmarks/bench_smoothgrad.py); on an
-# accelerator larger batches keep the device busy.
+# Elements (noisy copies x C x H x W) per forward pass when batch_size=None, per device type.
+# Chosen with benchmarks/bench_smoothgrad.py; the README has the measured table.
 _ELEMENTS_PER_BATCH = {"cpu": 10 * 3 * 224 * 224, "cuda": 64 * 3 * 224 * 224, "mps": 32 * 3 * 224 * 224}
+# Noise is drawn in blocks of this many elements (at most _NOISE_BLOCK_COPIES copies): one randn call per
+# block instead of one per copy, and a sequence that does not depend on batch_size.
+_NOISE_BLOCK_ELEMENTS = 2**22
+_NOISE_BLOCK_COPIES = 64
 
 
-def vanilla_gradient(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: int | Sequence[int] | torch.Tensor | None = None,
-) -> torch.Tensor:
+class Estimate(NamedTuple):
+    """A SmoothGrad estimate with its Monte-Carlo error.
+
+    Attributes:
+        mean: the estimate, shaped like ``x``; exactly what ``smoothgrad`` returns.
+        stderr: its per-element Monte-Carlo standard error, shaped like ``x``
+            (NaN where fewer than two independent units were drawn).
+        n_samples: gradients used per image, a long tensor (B,), or an int for a single (C, H, W) image.
+    """
+
+    mean: torch.Tensor
+    stderr: torch.Tensor
+    n_samples: torch.Tensor | int
+
+
+def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: TargetType = None, *, tf32: bool = False) -> torch.Tensor:
     """Gradient of each image's target logit with respect to the input.
 
     Args:
@@ -45,18 +73,28 @@ def vanilla_gradient(
         x: float images, (B, C, H, W) or a single (C, H, W) image.
         target: None for each image's predicted class, one int for all
             images, or one class index per image.
+        tf32: allow TensorFloat-32 convolutions and matrix products on CUDA
+            (faster, about 3 significant digits); the default is full float32.
 
     Returns:
         ``d f_{c_b}(x_b) / d x_b`` with the shape of ``x``; its units are
         logit per input unit. Only the input gradient is computed: no
         parameter ``.grad`` is created or changed.
+
+    Examples:
+        >>> from smoothgrad_lib import load_model, vanilla_gradient
+        >>> from smoothgrad_lib.shapes import make_shapes
+        >>> model = load_model("shapes-relu", device="cpu").model
+        >>> x = make_shapes(2, seed=0).images                  # (2, 3, 64, 64) in [0, 1]
+        >>> vanilla_gradient(model, x).shape
+        torch.Size([2, 3, 64, 64])
     """
     _check_model(model)
     batch, single = _as_batch(x)
     inputs = batch.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with float32_precision(tf32), torch.enable_grad():
         logits = _logits(model, inputs)
-        classes = resolve_target(logits, target)
+        classes = resolve_target(target, *logits.shape, predicted=logits)
         selected = logits.gather(1, classes[:, None]).sum()
         (grad,) = torch.autograd.grad(selected, inputs)
     return grad[0] if single else grad
@@ -65,20 +103,24 @@ def vanilla_gradient(
 def smoothgrad(
     model: nn.Module,
     x: torch.Tensor,
-    target: int | Sequence[int] | torch.Tensor | None = None,
+    target: TargetType = None,
+    *,
     n_samples: int = 50,
-    noise_level: float | None = DEFAULT_NOISE_LEVEL,
+    noise_level: float | None = None,
     sigma: float | None = None,
     aggregate: str = "abs",
+    sampling: str = "iid",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
+    tf32: bool = False,
 ) -> torch.Tensor:
     """SmoothGrad: an average over gradients of Gaussian-noised copies of ``x``.
 
     With ``G_i = d f_c(x + eps_i) / dx`` and ``eps_i ~ N(0, sigma^2 I)``,
     ``i = 1..N`` (``N = n_samples``), the aggregates are
 
-    * ``"abs"``: ``(1/N) sum_i |G_i|`` (the seed chapter's formula, Captum's default);
+    * ``"abs"``: ``(1/N) sum_i |G_i|`` (Captum's default);
     * ``"square"``: ``(1/N) sum_i G_i^2`` (PAIR ``magnitude=True``, Captum ``smoothgrad_sq``);
     * ``"raw"``: ``(1/N) sum_i G_i``, the paper's equation. It estimates
       ``E[G(x + eps)]``, which is the gradient of the Gaussian-smoothed
@@ -91,140 +133,394 @@ def smoothgrad(
         x: float images, (B, C, H, W) or a single (C, H, W) image.
         target: None for each image's predicted class on the clean image, one
             int for all images, or one class index per image.
-        n_samples: N, the number of noisy copies per image (>= 1).
+        n_samples: N, the number of noisy gradients per image (>= 1; even for antithetic sampling).
         noise_level: sigma as a fraction of each image's range,
             ``sigma_b = noise_level * (max x_b - min x_b)``; 0 gives the
-            vanilla gradient under each aggregate.
-        sigma: absolute standard deviation of the noise, in input units. It
-            replaces the default ``noise_level``; giving another
-            ``noise_level`` as well is an error.
+            vanilla gradient under each aggregate. Default 0.15 when ``sigma`` is not given.
+        sigma: absolute standard deviation of the noise, in input units.
+            Giving both ``sigma`` and ``noise_level`` is an error.
         aggregate: one of ``"abs"``, ``"square"``, ``"raw"``, ``"vargrad"``.
+        sampling: ``"iid"`` (independent noise) or ``"antithetic"`` (noise in
+            pairs ``eps, -eps``: the same expectation; the odd-order terms of
+            the gradient's Taylor expansion, ``H eps`` included, cancel within
+            each pair, which lowers the variance for smooth models at small sigma).
         batch_size: noisy copies per forward pass; bounds peak memory. None
-            picks a size that is fast on the device of ``x``. The result does
-            not depend on it beyond float rounding. On the CPU the copies
-            reach a convolutional model in the faster channels_last layout.
+            picks a size for the device of ``x``. The result does not depend
+            on it beyond float rounding. On the CPU the copies reach a
+            convolutional model in the channels_last layout (faster with oneDNN).
         generator: ``torch.Generator`` on the device of ``x``; None uses the
             global generator (so ``torch.manual_seed`` applies). The same seed
             gives bitwise the same result on the CPU; on CUDA, cuDNN's
             backward kernels can differ in the last bits between runs unless
             ``torch.use_deterministic_algorithms(True)`` is set.
+        progress: show a progress bar over the noisy copies (tqdm).
+        tf32: allow TensorFloat-32 on CUDA (faster, about 3 significant
+            digits per multiply); the default is full float32.
 
     Returns:
-        Tensor with the shape and dtype of ``x``.
+        Tensor with the shape and dtype of ``x``. ``smoothgrad_estimate`` gives
+        the same tensor with its standard error.
+
+    Examples:
+        >>> import torch
+        >>> from smoothgrad_lib import load_model, smoothgrad
+        >>> from smoothgrad_lib.shapes import make_shapes
+        >>> model = load_model("shapes-relu", device="cpu").model
+        >>> x = make_shapes(2, seed=0).images
+        >>> s = smoothgrad(model, x, n_samples=8, noise_level=0.1, generator=torch.Generator().manual_seed(0))
+        >>> s.shape, bool((s >= 0).all())                      # "abs": a mean of |G_i|
+        (torch.Size([2, 3, 64, 64]), True)
     """
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}.")
-    batch, single = _as_batch(x)
-    # Accumulate in float64 where the device has it, so that neither the order
-    # of summation (set by batch_size) nor E[G^2] - E[G]^2 loses precision.
-    acc_dtype = torch.float32 if batch.device.type == "mps" else torch.float64
-    first = torch.zeros(batch.shape, dtype=acc_dtype, device=batch.device)
-    second = torch.zeros_like(first) if aggregate == "vargrad" else None
-    transform = {"abs": torch.abs, "square": torch.square}.get(aggregate, lambda g: g)
-    chunks = _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator)
-    for start, grads in chunks:
-        grads = grads.to(acc_dtype)
-        # Copies of one image are contiguous: plain sums over slices (no atomics, so bitwise reproducible on GPUs too).
-        for image, rows in _rows_per_image(start, len(grads), n_samples):
-            first[image] += transform(grads[rows]).sum(0)
-            if second is not None:
-                second[image] += grads[rows].square().sum(0)
-    result = first / n_samples
-    if second is not None:
-        result = (second / n_samples - result.square()).clamp_min(0)
-    result = result.to(batch.dtype)
-    return result[0] if single else result
+    return smoothgrad_estimate(
+        model, x, target, n_samples=n_samples, noise_level=noise_level, sigma=sigma, aggregate=aggregate,
+        sampling=sampling, batch_size=batch_size, generator=generator, progress=progress, tf32=tf32,
+    ).mean
+
+
+def smoothgrad_estimate(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetType = None,
+    *,
+    n_samples: int = 50,
+    noise_level: float | None = None,
+    sigma: float | None = None,
+    aggregate: str = "abs",
+    sampling: str = "iid",
+    tolerance: float | None = None,
+    max_samples: int = 1000,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    tf32: bool = False,
+) -> Estimate:
+    """SmoothGrad with its per-element Monte-Carlo standard error, and optionally an adaptive N.
+
+    The arguments shared with ``smoothgrad`` mean the same; with
+    ``tolerance=None``, ``mean`` is bitwise what ``smoothgrad`` returns for
+    the same arguments and generator state.
+
+    Standard error. The draws are grouped in *units*: one gradient for
+    ``sampling="iid"``, one pair ``(eps, -eps)`` for ``"antithetic"``; units
+    are independent, a pair's two gradients are not. With ``K`` units per
+    image and ``u_k`` a unit's mean of the aggregated quantity (``G``,
+    ``|G|`` or ``G^2``), ``stderr = sqrt(s_u^2 / K)`` with ``s_u^2`` the
+    unbiased variance of the ``u_k``. For ``"vargrad"``, ``V = mean(G^2) -
+    mean(G)^2``, the error is by the delta method: ``V`` is a smooth function
+    of the unit means ``p_k = mean(G^2)`` and ``q_k = mean(G)``, so
+    ``stderr^2 = Var(p_k - 2 q_bar q_k) / K`` (it ignores ``V``'s O(1/N) bias).
+    Only running sums over units are kept: memory is set by ``batch_size``, never by N.
+
+    Adaptive N. With ``tolerance``, each image first gets ``n_samples``
+    gradients; while its relative error ``||stderr||_2 / ||mean||_2`` (over
+    all C x H x W elements) exceeds ``tolerance``, it gets more, as many as
+    the 1/sqrt(N) law predicts are missing (at least a quarter of those it
+    has), up to ``max_samples``. Images of a batch stop independently. A
+    warning names the images that reach ``max_samples`` above tolerance.
+    Stopping when the *estimated* error first falls below the tolerance
+    favours runs whose error was underestimated, so the achieved error can
+    exceed ``tolerance`` slightly; ``n_samples`` >= 20 keeps that small.
+
+    Args:
+        tolerance: target relative error per image, in (0, 1); None for a fixed ``n_samples``.
+        max_samples: cap on gradients per image when ``tolerance`` is given.
+        (the others: see ``smoothgrad``.)
+
+    Returns:
+        ``Estimate(mean, stderr, n_samples)``; mean and stderr shaped like ``x``.
+
+    Examples:
+        >>> import torch
+        >>> from smoothgrad_lib import load_model, smoothgrad_estimate
+        >>> from smoothgrad_lib.shapes import make_shapes
+        >>> model = load_model("shapes-relu", device="cpu").model
+        >>> x = make_shapes(2, seed=0).images
+        >>> est = smoothgrad_estimate(model, x, aggregate="raw", n_samples=20, tolerance=0.2,
+        ...                           generator=torch.Generator().manual_seed(0))
+        >>> relative = est.stderr.flatten(1).norm(dim=1) / est.mean.flatten(1).norm(dim=1)
+        >>> bool((relative <= 0.2).all()), est.n_samples.shape
+        (True, torch.Size([2]))
+    """
+    run = _Run.prepare(model, x, target, n_samples, noise_level, sigma, aggregate, sampling, batch_size, generator, tf32)
+    if tolerance is not None:
+        _check_tolerance(tolerance, max_samples, n_samples, sampling)
+    n_images = run.batch.shape[0]
+    sums = _Sums(run.batch.shape, aggregate, sampling == "antithetic")
+    with tqdm(total=n_images * n_samples, unit="copy", disable=not progress) as bar:
+        counts = torch.full((n_images,), n_samples, dtype=torch.long)
+        while int(counts.sum()):
+            for owner, grads in run.gradients(counts):
+                sums.add(owner, grads)
+                bar.update(len(owner))
+            counts = _more_samples(sums, tolerance, max_samples, sampling) if tolerance is not None else counts * 0
+            bar.total += int(counts.sum())
+    if tolerance is not None:
+        unmet = (sums.relative_error() > tolerance).nonzero().flatten().tolist()
+        if unmet:
+            warnings.warn(
+                f"image(s) {unmet} reached max_samples={max_samples} with a relative error above "
+                f"tolerance={tolerance}: raise max_samples or the tolerance.",
+                stacklevel=2,
+            )
+    mean, stderr = sums.mean().to(run.batch.dtype), sums.stderr().to(run.batch.dtype)
+    used = sums.gradients_per_image()
+    return Estimate(mean[0], stderr[0], int(used[0])) if run.single else Estimate(mean, stderr, used)
 
 
 def noisy_gradients(
     model: nn.Module,
     x: torch.Tensor,
-    target: int | Sequence[int] | torch.Tensor | None = None,
+    target: TargetType = None,
+    *,
     n_samples: int = 50,
-    noise_level: float | None = DEFAULT_NOISE_LEVEL,
+    noise_level: float | None = None,
     sigma: float | None = None,
+    sampling: str = "iid",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    tf32: bool = False,
 ) -> torch.Tensor:
     """The individual noisy gradients ``G_i`` that ``smoothgrad`` aggregates.
 
     Same arguments and the same noise as ``smoothgrad`` (with the same
     generator state, ``smoothgrad(..., aggregate="raw")`` equals the mean of
     this over samples). Returns (B, N, C, H, W), or (N, C, H, W) for a single
-    image: memory grows with ``n_samples``, so this is for experiments on the
-    distribution of ``G_i``, not for computing maps.
+    image; with antithetic sampling, samples ``2k`` and ``2k + 1`` are a pair
+    ``(eps, -eps)``. Memory grows with ``n_samples``: this is for experiments
+    on the distribution of ``G_i``, not for computing maps.
     """
-    batch, single = _as_batch(x)
-    out = torch.empty((batch.shape[0] * n_samples, *batch.shape[1:]), dtype=batch.dtype, device=batch.device)
-    for start, grads in _noisy_gradient_chunks(model, batch, target, n_samples, noise_level, sigma, batch_size, generator):
-        out[start : start + len(grads)] = grads
-    out = out.reshape(batch.shape[0], n_samples, *batch.shape[1:])
-    return out[0] if single else out
+    run = _Run.prepare(model, x, target, n_samples, noise_level, sigma, "raw", sampling, batch_size, generator, tf32)
+    n_images = run.batch.shape[0]
+    out = torch.empty((n_images * n_samples, *run.batch.shape[1:]), dtype=run.batch.dtype, device=run.batch.device)
+    start = 0
+    for owner, grads in run.gradients(torch.full((n_images,), n_samples, dtype=torch.long)):
+        out[start : start + len(owner)] = grads
+        start += len(owner)
+    out = out.reshape(n_images, n_samples, *run.batch.shape[1:])
+    return out[0] if run.single else out
 
 
-def _noisy_gradient_chunks(
-    model: nn.Module,
-    batch: torch.Tensor,
-    target: int | Sequence[int] | torch.Tensor | None,
-    n_samples: int,
-    noise_level: float | None,
-    sigma: float | None,
-    batch_size: int | None,
-    generator: torch.Generator | None,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Validate the arguments, then iterate over (start, gradients) for chunks of at most batch_size noisy copies.
+@dataclass
+class _Run:
+    """A validated call: the images, their noise scales and targets, and how copies go through the model."""
 
-    Copy ``j`` is sample ``j % N`` of image ``j // N``; a chunk holds copies
-    ``start, start + 1, ...`` in order. Each copy's noise is drawn on its own,
-    so the noise, and hence any aggregate, does not depend on ``batch_size``.
-    """
-    _check_model(model)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
-    if sigma is not None and noise_level == DEFAULT_NOISE_LEVEL:
-        noise_level = None
-    stdev = noise_std(batch, noise_level=noise_level, sigma=sigma)
-    if generator is not None and generator.device.type != batch.device.type:
-        raise ValueError(
-            f"generator is on {generator.device} but x is on {batch.device}: "
-            "create it with torch.Generator(device=x.device)."
-        )
-    batch = batch.detach()
-    layout, clean_logits = _clean_forward(model, batch)
-    classes = resolve_target(clean_logits, target)
-    total = batch.shape[0] * n_samples
-    step = batch_size or default_batch_size(batch)
+    model: nn.Module
+    batch: torch.Tensor
+    single: bool
+    stdev: torch.Tensor
+    classes: torch.Tensor | None  # None until the first forward pass (explicit target off the CPU)
+    target: TargetType
+    antithetic: bool
+    step: int
+    layout: torch.memory_format
+    noise: _NormalStream
+    tf32: bool
 
-    def chunks() -> Iterator[tuple[int, torch.Tensor]]:
-        for start in range(0, total, step):
-            owner = torch.arange(start, min(start + step, total), device=batch.device) // n_samples
-            noise = torch.stack(
-                [torch.randn(batch.shape[1:], generator=generator, device=batch.device, dtype=batch.dtype) for _ in owner]
+    @classmethod
+    def prepare(
+        cls, model: nn.Module, x: torch.Tensor, target: TargetType, n_samples: int, noise_level: float | None,
+        sigma: float | None, aggregate: str, sampling: str, batch_size: int | None,
+        generator: torch.Generator | None, tf32: bool,
+    ) -> _Run:
+        _check_model(model)
+        batch, single = _as_batch(x)
+        batch = batch.detach()
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}.")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
+        antithetic = sampling == "antithetic"
+        if antithetic and n_samples % 2:
+            raise ValueError(f"antithetic sampling draws gradients in pairs: n_samples must be even, got {n_samples}.")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
+        if noise_level is None and sigma is None:
+            noise_level = DEFAULT_NOISE_LEVEL
+        stdev = noise_std(batch, noise_level=noise_level, sigma=sigma)
+        if generator is not None and generator.device.type != batch.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but x is on {batch.device}: "
+                "create it with torch.Generator(device=x.device)."
             )
-            noisy = (batch[owner] + stdev[owner] * noise).contiguous(memory_format=layout).requires_grad_(True)
-            with torch.enable_grad():
-                logits = _logits(model, noisy)
-                selected = logits.gather(1, classes[owner][:, None]).sum()
-                (grads,) = torch.autograd.grad(selected, noisy)
-            yield start, grads
+        step = batch_size or default_batch_size(batch)
+        if antithetic:
+            step = max(2, step - step % 2)  # whole pairs in every chunk
+        with float32_precision(tf32):
+            layout, clean_logits = _clean_forward(model, batch, need_logits=target is None)
+        classes = None
+        if clean_logits is not None:
+            classes = resolve_target(target, *clean_logits.shape, predicted=clean_logits)
+        elif target is not None:
+            resolve_target(target, batch.shape[0], None)  # the count and dtype now; the class range at the first chunk
+        noise = _NormalStream(batch[0].shape, generator, batch.device, batch.dtype)
+        return cls(model, batch, single, stdev, classes, target, antithetic, step, layout, noise, tf32)
 
-    return chunks()
+    def gradients(self, counts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Gradients at ``counts[b]`` new noisy copies of each image b, image by image, in chunks of ``step``.
+
+        Yields (owner (n,), gradients (n, C, H, W)) per chunk; copies of one
+        image are contiguous and, for antithetic sampling, come in pairs
+        ``x + eps, x - eps``.
+        """
+        owners = torch.repeat_interleave(torch.arange(len(counts)), counts).to(self.batch.device)
+        for start in range(0, len(owners), self.step):
+            owner = owners[start : start + self.step]
+            if self.antithetic:
+                half = self.noise.take(len(owner) // 2)
+                noise = torch.stack((half, -half), 1).flatten(0, 1)
+            else:
+                noise = self.noise.take(len(owner))
+            noisy = (self.batch[owner] + self.stdev[owner] * noise).contiguous(memory_format=self.layout)
+            yield owner, self._input_gradient(noisy.requires_grad_(True), owner)
+
+    def _input_gradient(self, noisy: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        with float32_precision(self.tf32), torch.enable_grad():
+            logits = _logits(self.model, noisy)
+            if self.classes is None:
+                self.classes = resolve_target(self.target, self.batch.shape[0], logits.shape[1]).to(logits.device)
+            selected = logits.gather(1, self.classes[owner][:, None]).sum()
+            (grads,) = torch.autograd.grad(selected, noisy)
+        return grads
 
 
-def _clean_forward(model: nn.Module, batch: torch.Tensor) -> tuple[torch.memory_format, torch.Tensor]:
+class _NormalStream:
+    """Standard normal noise copies of one shape, drawn a block at a time.
+
+    The values handed out depend only on the generator's state and the copy
+    shape, not on how many copies each ``take`` asks for, so results do not
+    depend on ``batch_size``.
+    """
+
+    def __init__(self, shape: torch.Size, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype):
+        self.shape, self.generator, self.device, self.dtype = shape, generator, device, dtype
+        self.block = max(1, min(_NOISE_BLOCK_COPIES, _NOISE_BLOCK_ELEMENTS // math.prod(shape)))
+        self.buffer = torch.empty((0, *shape), device=device, dtype=dtype)
+
+    def take(self, count: int) -> torch.Tensor:
+        parts = []
+        while count > 0:
+            if not len(self.buffer):
+                self.buffer = torch.randn(
+                    (self.block, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype
+                )
+            part, self.buffer = self.buffer[:count], self.buffer[count:]
+            parts.append(part)
+            count -= len(part)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class _Sums:
+    """Running sums over units (one gradient, or one antithetic pair) per image, in float64 where the device has it.
+
+    Float64 keeps both the order of summation (set by batch_size) and the
+    differences E[u^2] - E[u]^2 from losing precision.
+    """
+
+    def __init__(self, shape: torch.Size, aggregate: str, paired: bool) -> None:
+        self.aggregate, self.paired = aggregate, paired
+        self.dtype = torch.float64
+        self.units = torch.zeros(shape[0], dtype=torch.long)
+        self.device: torch.device | None = None
+        self.shape = shape
+        names = ("q", "p", "qq", "pp", "pq") if aggregate == "vargrad" else ("u", "uu")
+        self.sums: dict[str, torch.Tensor] = dict.fromkeys(names)  # allocated on the first chunk's device
+
+    def add(self, owner: torch.Tensor, grads: torch.Tensor) -> None:
+        if self.device is None:
+            self.device = grads.device
+            self.dtype = torch.float32 if grads.device.type == "mps" else torch.float64
+            self.sums = {name: torch.zeros(self.shape, dtype=self.dtype, device=self.device) for name in self.sums}
+        grads = grads.to(self.dtype)
+        images, lengths = torch.unique_consecutive(owner.cpu(), return_counts=True)
+        for image, rows in zip(images.tolist(), grads.split(lengths.tolist()), strict=True):
+            self.units[image] += len(rows) // (2 if self.paired else 1)
+            if self.aggregate == "vargrad":
+                q, p = self._unit_means(rows), self._unit_means(rows.square())
+                for name, value in (("q", q), ("p", p), ("qq", q * q), ("pp", p * p), ("pq", p * q)):
+                    self.sums[name][image] += value.sum(0)
+            else:
+                u = self._unit_means({"abs": torch.abs, "square": torch.square}.get(self.aggregate, _identity)(rows))
+                self.sums["u"][image] += u.sum(0)
+                self.sums["uu"][image] += u.square().sum(0)
+
+    def _unit_means(self, values: torch.Tensor) -> torch.Tensor:
+        return values.unflatten(0, (-1, 2)).mean(1) if self.paired else values
+
+    def _per_unit(self, name: str) -> torch.Tensor:
+        return self.sums[name] / self._units()
+
+    def _units(self) -> torch.Tensor:
+        return self.units.to(self.device, self.dtype).reshape(-1, *([1] * (len(self.shape) - 1)))
+
+    def _variance(self, square: str, first: str, second: str | None = None) -> torch.Tensor:
+        """Unbiased covariance over units of two summed quantities (variance when ``second`` is None)."""
+        k = self._units()
+        a, b = self._per_unit(first), self._per_unit(second or first)
+        return (self.sums[square] - k * a * b) / (k - 1)
+
+    def mean(self) -> torch.Tensor:
+        if self.aggregate == "vargrad":
+            return (self._per_unit("p") - self._per_unit("q").square()).clamp_min(0)
+        return self._per_unit("u")
+
+    def stderr(self) -> torch.Tensor:
+        if self.aggregate == "vargrad":
+            q = self._per_unit("q")
+            spread = self._variance("pp", "p") - 4 * q * self._variance("pq", "p", "q") + 4 * q.square() * self._variance("qq", "q")
+        else:
+            spread = self._variance("uu", "u")
+        k = self._units()
+        return torch.where(k >= 2, (spread.clamp_min(0) / k).sqrt(), math.nan)
+
+    def relative_error(self) -> torch.Tensor:
+        """``||stderr||_2 / ||mean||_2`` per image (B,), on the CPU; inf for a zero mean with a non-zero error."""
+        stderr, mean = self.stderr().flatten(1).norm(dim=1), self.mean().flatten(1).norm(dim=1)
+        return torch.where(stderr > 0, stderr / mean, torch.zeros_like(stderr)).nan_to_num(nan=math.inf).cpu()
+
+    def gradients_per_image(self) -> torch.Tensor:
+        return self.units * (2 if self.paired else 1)
+
+
+def _identity(values: torch.Tensor) -> torch.Tensor:
+    return values
+
+
+def _more_samples(sums: _Sums, tolerance: float, max_samples: int, sampling: str) -> torch.Tensor:
+    """How many more gradients each image needs for its relative error to reach ``tolerance`` (0 when done)."""
+    used = sums.gradients_per_image()
+    error = sums.relative_error()
+    wanted = (used.double() * (error / tolerance).square()).nan_to_num(posinf=float(max_samples)).ceil().long()
+    extra = torch.maximum(wanted - used, (used + 3) // 4)
+    extra = torch.minimum(extra, max_samples - used)
+    if sampling == "antithetic":
+        extra -= extra % 2
+    return torch.where(error > tolerance, extra, 0).clamp_min(0)
+
+
+def _check_tolerance(tolerance: float, max_samples: int, n_samples: int, sampling: str) -> None:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be a relative error in (0, 1), e.g. 0.05; got {tolerance!r}.")
+    units = n_samples // 2 if sampling == "antithetic" else n_samples
+    if units < 2:
+        raise ValueError(f"tolerance needs an error estimate from at least two independent units: n_samples={n_samples} is too few.")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < n_samples:
+        raise ValueError(f"max_samples must be an int >= n_samples={n_samples}, got {max_samples!r}.")
+
+
+def _clean_forward(model: nn.Module, batch: torch.Tensor, need_logits: bool) -> tuple[torch.memory_format, torch.Tensor | None]:
     """The memory layout in which the noisy copies go through ``model``, and the logits (B, K) of the clean images.
 
     The layout is channels_last (NHWC) for a convolutional model on the CPU,
-    where oneDNN's NHWC kernels ran EfficientNet-Lite0 about 1.3x faster than
-    NCHW (benchmarks/bench_smoothgrad.py), provided the clean forward pass in
-    it succeeds; it is the default layout on other devices, for models without
-    ``nn.Conv2d``, and for a model that cannot take NHWC input (a ``.view`` of
-    its feature maps raises). The layout changes each gradient by float
-    rounding (relative 1e-6), which in a deep ReLU6 network can flip a gate
-    that sits at its threshold: on EfficientNet-Lite0 about one noisy gradient
-    in five moved by 0.1-0.5% relative (chelsea, 50 copies).
+    where oneDNN's NHWC kernels are faster (the README's benchmark table),
+    provided the clean forward pass in it succeeds; it is the default layout
+    on other devices, for models without ``nn.Conv2d``, and for a model that
+    cannot take NHWC input (a ``.view`` of its feature maps raises). The
+    layout changes each gradient by float rounding (relative 1e-6), which in a
+    deep ReLU6 network can flip a gate that sits at its threshold and so move
+    a single noisy gradient by a visible amount. Off the CPU the clean forward
+    pass runs only when the targets are the predicted classes (``need_logits``).
     """
     with torch.no_grad():
         if batch.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
@@ -232,14 +528,7 @@ def _clean_forward(model: nn.Module, batch: torch.Tensor) -> tuple[torch.memory_
                 return torch.channels_last, _logits(model, batch.contiguous(memory_format=torch.channels_last))
             except RuntimeError:
                 pass
-        return torch.contiguous_format, _logits(model, batch)
-
-
-def _rows_per_image(start: int, count: int, n_samples: int) -> Iterator[tuple[int, slice]]:
-    """For copies ``start .. start + count - 1``: each image index with the slice of the chunk holding its copies."""
-    end = start + count
-    for image in range(start // n_samples, (end - 1) // n_samples + 1):
-        yield image, slice(max(start, image * n_samples) - start, min(end, (image + 1) * n_samples) - start)
+        return torch.contiguous_format, (_logits(model, batch) if need_logits or batch.device.type == "cpu" else None)
 
 
 def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | None = None) -> torch.Tensor:
@@ -274,17 +563,19 @@ def default_batch_size(x: torch.Tensor) -> int:
 
 
 def resolve_target(
-    logits: torch.Tensor,
-    target: int | Sequence[int] | torch.Tensor | None,
+    target: TargetType, n_images: int, n_classes: int | None, predicted: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Class index per image as a long tensor (B,), checked against the images' ``logits`` (B, K).
+    """Class index per image as a long tensor (B,), checked against ``n_images`` and the model's ``n_classes``.
 
-    ``None`` takes the arg-max of ``logits``; an int applies to every image; a
-    sequence or tensor gives one class per image.
+    ``None`` takes the arg-max of the ``predicted`` logits (B, K); an int
+    applies to every image; a sequence or tensor gives one class per image.
+    ``n_classes=None`` skips the range check (done later, once the model's output is known).
     """
-    n_images, n_classes = logits.shape
+    device = predicted.device if predicted is not None else None
     if target is None:
-        return logits.detach().argmax(1)
+        if predicted is None:
+            raise ValueError("target=None needs the clean images' logits to pick the predicted classes.")
+        return predicted.detach().argmax(1)
     if isinstance(target, bool):
         raise TypeError("target must be None, an int, or one int per image; got a bool.")
     if isinstance(target, int):
@@ -299,9 +590,9 @@ def resolve_target(
                 f"target has {classes.numel()} entries but x holds {n_images} image(s): "
                 "give one class per image, a single int, or None."
             )
-    if classes.numel() and (classes.min() < 0 or classes.max() >= n_classes):
+    if n_classes is not None and classes.numel() and (classes.min() < 0 or classes.max() >= n_classes):
         raise ValueError(f"target {classes.tolist()} is outside the model's classes 0..{n_classes - 1}.")
-    return classes.to(logits.device)
+    return classes.to(device) if device is not None else classes
 
 
 def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -333,7 +624,5 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     logits = model(x)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(
-            f"model must return logits of shape (B, classes) = ({x.shape[0]}, K); got {shape}."
-        )
+        raise ValueError(f"model must return logits of shape (B, classes) = ({x.shape[0]}, K); got {shape}.")
     return logits

@@ -1,0 +1,47 @@
+"""Uncertainty of measured summaries: bootstrap confidence intervals over images.
+
+Every comparison in the report is a mean over images; its uncertainty comes
+from which images were drawn. The percentile bootstrap resamples the images
+with replacement; the *paired* version resamples image indices once for both
+methods, so that what varies from image to image cancels in the difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def bootstrap_ci(
+    values: torch.Tensor | np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (n,) over images, with a percentile-bootstrap confidence interval.
+
+    Returns (mean, low, high). NaN values are an error (drop or explain them first).
+    """
+    data = _as_array(values)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), (n_boot, len(data)))].mean(1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(data.mean()), float(low), float(high)
+
+
+def paired_bootstrap_ci(
+    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean difference ``a - b`` over the same images (n,), with a paired percentile-bootstrap interval."""
+    first, second = _as_array(a), _as_array(b)
+    if first.shape != second.shape:
+        raise ValueError(f"paired values need the same images: shapes {first.shape} and {second.shape}.")
+    return bootstrap_ci(first - second, n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    data = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    data = data.reshape(-1)
+    if len(data) < 2:
+        raise ValueError(f"a bootstrap needs at least 2 values, got {len(data)}.")
+    if not np.isfinite(data).all():
+        raise ValueError("values contain NaN or inf: drop or explain them before summarising.")
+    return data
