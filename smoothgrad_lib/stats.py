@@ -45,3 +45,24 @@ def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:
     if not np.isfinite(data).all():
         raise ValueError("values contain NaN or inf: drop or explain them before summarising.")
     return data
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation between corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,)."""
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
+    x, y = a.detach().flatten(1).double(), b.detach().flatten(1).double()
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    return (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))
+
+
+def spearman_brown(reliability: torch.Tensor | float, factor: float) -> torch.Tensor | float:
+    """Reliability of an average over ``factor`` times as many samples, from a split-half correlation r.
+
+    ``factor * r / (1 + (factor - 1) * r)``: the correlation expected between
+    two independent estimates made from ``factor`` times as many samples as
+    the two halves that gave ``r`` (Spearman 1910, Brown 1910). With
+    ``factor=2`` it turns the correlation of two N-sample maps into the
+    reliability of one 2N-sample map.
+    """
+    return factor * reliability / (1 + (factor - 1) * reliability)
