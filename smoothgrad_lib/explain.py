@@ -36,6 +36,7 @@ from .images import PHOTOS, load_image
 from .maps import saliency_map
 from .models import DEFAULT_MODEL, MODELS, LoadedModel, default_device, load_model
 from .plotting import overlay, to_numpy_image
+from .precision import float32_precision
 from .saliency import AGGREGATES, DEFAULT_NOISE_LEVEL, smoothgrad_estimate
 
 PROG = "explain"
@@ -282,8 +283,8 @@ def _device(name: str) -> torch.device:
 
 
 def _probabilities(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
-    """Softmax class probabilities (K,) of the clean image x (C, H, W)."""
-    with torch.no_grad():
+    """Softmax class probabilities (K,) of the clean image x (C, H, W), in full float32 like the gradients."""
+    with torch.no_grad(), float32_precision():
         return loaded.model(x[None]).softmax(1)[0].cpu()
 
 
