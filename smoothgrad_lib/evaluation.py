@@ -32,7 +32,7 @@ ORDERS = ("top_down", "independent")
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Whether the map's maximum lies in the mask (Zhang et al., 2018, "Top-down neural attention by excitation backprop").
+    """Whether the map's maximum lies in the mask: the pointing game (Zhang et al., 2018, IJCV 126).
 
     Ties: if several pixels share the maximum value, the image counts as a hit
     when *any* of them lies in the mask (as Quantus's ``PointingGame``). A
@@ -50,7 +50,9 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Relevance mass accuracy (Arras et al., 2022, "CLEVR-XAI", Information Fusion 81): the share of the positive relevance inside the mask.
+    """Relevance mass accuracy: the share of the positive relevance that lies inside the mask.
+
+    Arras, Osman and Samek (2022), "CLEVR-XAI", Information Fusion 81.
 
     ``sum_{p in mask} max(R_p, 0) / sum_p max(R_p, 0)``, a number in [0, 1];
     a map spread uniformly scores ``|mask| / (H W)``. Negative values count as
@@ -70,7 +72,7 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Relevance rank accuracy (Arras et al., 2022): the share of the K = |mask| highest-ranked pixels that lie in the mask.
+    """Relevance rank accuracy (Arras et al., 2022): the share of the K = |mask| top-ranked pixels inside the mask.
 
     A number in [0, 1]; a random map scores ``K / (H W)`` on average.
 
@@ -277,7 +279,7 @@ def insertion_curve(
 
 
 def curve_auc(curve: torch.Tensor) -> torch.Tensor:
-    """Area under deletion or insertion curves (B, steps + 1), by the trapezoid rule over the fraction of pixels in [0, 1].
+    """Area under deletion or insertion curves (B, steps + 1): trapezoids over the fraction of pixels moved, [0, 1].
 
     Returns (B,), in probability units (between 0 and 1).
     """
@@ -368,7 +370,7 @@ def _is_layer(module: nn.Module) -> bool:
 
 
 def _reinitialise(module: nn.Module, seed: int) -> None:
-    """Give every layer inside ``module`` the parameters of a fresh ``reset_parameters()`` (CPU RNG seeded with seed)."""
+    """Give every layer inside ``module`` the parameters of a fresh ``reset_parameters()``, CPU RNG seeded with seed."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for layer in filter(_is_layer, module.modules()):
@@ -423,7 +425,9 @@ def _baseline(x: torch.Tensor, baseline: torch.Tensor | float | str) -> torch.Te
     """The baseline image for each image of x (B, C, H, W), shaped like x."""
     if isinstance(baseline, torch.Tensor):
         if baseline.shape != x.shape:
-            raise ValueError(f"a baseline tensor must have the shape of x {tuple(x.shape)}, got {tuple(baseline.shape)}.")
+            raise ValueError(
+                f"a baseline tensor must have the shape of x {tuple(x.shape)}, got {tuple(baseline.shape)}."
+            )
         return baseline.detach().to(x)
     if baseline == "blur":
         return blur(x, BLUR_SIGMA)

@@ -12,7 +12,7 @@ MASK = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.bool)
 
 
 def random_case(seed: int, n: int = 6, size: int = 8, levels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random maps (continuous, or with ties when quantised to ``levels`` values) and masks of about 30% of the pixels."""
+    """Random maps (continuous, or with ties when quantised to ``levels`` values) and masks of about 30% of pixels."""
     g = torch.Generator().manual_seed(seed)
     maps = torch.rand(n, size, size, generator=g, dtype=torch.float64)
     if levels is not None:
@@ -31,7 +31,8 @@ def test_pointing_game_hand_computed():
 
 
 def test_relevance_mass_hand_computed():
-    # Positive relevance: 0.1 + 0.9 + 0.3 + 0.5 + 0.2 + 0.9 + 0.7 = 3.6 in all, 0.9 + 0.5 + 0.7 = 2.1 inside; -0.4 counts 0.
+    # Positive relevance: 0.1 + 0.9 + 0.3 + 0.5 + 0.2 + 0.9 + 0.7 = 3.6 in all, 0.9 + 0.5 + 0.7 = 2.1 inside;
+    # -0.4 counts 0.
     assert ev.relevance_mass(MAP[None], MASK[None]).item() == pytest.approx(2.1 / 3.6, rel=1e-6)
 
 
@@ -115,10 +116,17 @@ def test_localisation_bad_inputs():
 
 def test_localisation_agrees_with_quantus():
     import quantus  # dev extra; imported here because the import takes seconds
+
     maps, masks = random_case(6, n=8, size=16)  # continuous, so no ties for Quantus's argsort to break
     x, y = np.zeros((8, 3, 16, 16), np.float32), np.zeros(8, int)
-    data = dict(model=None, x_batch=x, y_batch=y, a_batch=maps.numpy()[:, None], s_batch=masks.numpy()[:, None])
-    options = dict(abs=False, normalise=False, disable_warnings=True, display_progressbar=False)
+    data = {
+        "model": None,
+        "x_batch": x,
+        "y_batch": y,
+        "a_batch": maps.numpy()[:, None],
+        "s_batch": masks.numpy()[:, None],
+    }
+    options = {"abs": False, "normalise": False, "disable_warnings": True, "display_progressbar": False}
     pairs = [
         (quantus.PointingGame, ev.pointing_game),
         (quantus.RelevanceMassAccuracy, ev.relevance_mass),
@@ -158,7 +166,7 @@ def test_ssim_identical_maps_is_one_and_range_is_checked():
 
 
 def linear_model(seed: int = 0, channels: int = 2, size: int = 6) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """Logits (w.x - 10, 0): p(class 0) = sigmoid(w.x - 10) with w.x = 20 on the images, all contributions w_i x_i > 0."""
+    """Logits (w.x - 10, 0), so p(class 0) = sigmoid(w.x - 10), with w.x = 20 on average and every w_i x_i > 0."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(4, channels, size, size, generator=g) + 0.1
     w = torch.rand(channels, size, size, generator=g) + 0.01
@@ -202,12 +210,14 @@ def test_curves_follow_their_definition_pixel_by_pixel():
 
 
 def test_curves_do_not_depend_on_batch_size_and_ties_are_deterministic():
-    model, x, w = linear_model(2)
+    model, x, _ = linear_model(2)
     constant = torch.zeros(x.shape[0], *x.shape[2:])  # all tied
-    options = dict(baseline="mean", steps=6)
+    options = {"baseline": "mean", "steps": 6}
     raster = ev.deletion_curve(model, x, constant, **options)
     torch.testing.assert_close(ev.deletion_curve(model, x, constant, batch_size=1, **options), raster)
-    shuffled = [ev.deletion_curve(model, x, constant, generator=torch.Generator().manual_seed(s), **options) for s in (5, 5, 6)]
+    shuffled = [
+        ev.deletion_curve(model, x, constant, generator=torch.Generator().manual_seed(s), **options) for s in (5, 5, 6)
+    ]
     assert torch.equal(shuffled[0], shuffled[1]) and not torch.equal(shuffled[0], shuffled[2])
     assert not torch.equal(shuffled[0], raster)
 
@@ -287,7 +297,7 @@ def test_randomisation_is_deterministic_and_independent_order_changes_one_layer(
 
 def test_randomisation_by_blocks_and_bad_arguments():
     model = shapes_model()
-    (name, randomised), = list(ev.randomize_layers(model, layers=["0"]))  # noqa: the only step
+    ((name, randomised),) = list(ev.randomize_layers(model, layers=["0"]))  # one named layer: one step
     assert name == "0" and not torch.equal(randomised[0].weight, model[0].weight)
     with pytest.raises(ValueError, match="order"):
         next(ev.randomize_layers(model, order="bottom_up"))
