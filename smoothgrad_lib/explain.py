@@ -1,18 +1,17 @@
-"""``explain IMAGE``: the top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure.
+"""explain IMAGE: the top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure.
 
-The map is ``smoothgrad_estimate``'s mean reduced over colour channels by
-``max_c |mean_c|`` (``saliency_map(reduce="max")``). Its error map is the
-relative standard error of that displayed value, ``stderr_c* / |mean_c*|``
-with ``c*`` the channel that gives the maximum, clipped to [0, 1] (1 means
-the error is at least as large as the value). The printed relative error is
-the whole image's ``||stderr||_2 / ||mean||_2`` over all C x H x W elements,
-the quantity ``--tolerance`` controls.
+The figure shows the image, the SmoothGrad map (the estimate's largest
+magnitude over colour channels, max_c |mean_c|), the map over the greyed
+image, and the map's relative error: at each pixel stderr / |mean| of the
+channel shown, clipped to [0, 1] (1: the error is at least the value). The
+printed relative error is the whole estimate's ||stderr|| / ||mean|| over all
+channels and pixels, the quantity --tolerance controls.
 
-Problems with the input (a missing file, an unknown model or class, bad
-numbers, an online-only model while offline) end the command with a one-line
-message on stderr and exit status 2.
+Problems with the input (a missing or unreadable file, an unknown model or
+class, bad numbers, an online-only model while offline) end the command with
+a one-line message on stderr and exit status 2.
 
-    python -m smoothgrad_lib.explain chelsea --n-samples 50 --out chelsea.png
+example: python -m smoothgrad_lib.explain chelsea --tolerance 0.05 --out chelsea.png
 """
 
 from __future__ import annotations
@@ -77,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"number of noisy gradients (default: {DEFAULT_N_SAMPLES}; not with --tolerance)",
     )
     parser.add_argument(
-        "--tolerance", type=float,
+        "--tolerance", type=float, metavar="REL",
         help=f"sample until ||stderr|| / ||mean|| <= this, in (0, 1), starting from {PILOT_SAMPLES} gradients",
     )
     parser.add_argument(
