@@ -59,20 +59,20 @@ def train(
             loss.backward()
             optimiser.step()
             schedule.step()
-        model.eval()
-        score = accuracy(model, held_out)
         log.info(
-            "%s: epoch %d/%d, loss %.3f, held-out accuracy %.3f, %.0f s",
+            "%s: epoch %d/%d, last batch's loss %.3f, %.0f s",
             twin,
             epoch + 1,
             epochs,
             loss.item(),
-            score,
             time.perf_counter() - start,
         )
+    model.eval()
+    score = accuracy(model, held_out)
+    log.info("%s: held-out accuracy %.3f on the true labels", twin, score)
     if recipe.permuted_labels:
         fitted = accuracy(model, data._replace(labels=labels))
-        log.info("%s: accuracy on its own (permuted) training labels %.3f", twin, fitted)
+        log.info("%s: accuracy %.3f on its own (permuted) training labels", twin, fitted)
     return model, score
 
 
