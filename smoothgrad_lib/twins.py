@@ -20,7 +20,6 @@ import json
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
-from importlib.resources.abc import Traversable
 from itertools import pairwise
 from pathlib import Path
 
@@ -100,6 +99,7 @@ def shipped_checksums() -> dict[str, str]:
 
 
 def sha256(data: bytes) -> str:
+    """Hex SHA-256 digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -108,7 +108,7 @@ def load_twin(twin: str = "relu", path: str | Path | None = None) -> ShapesCNN:
 
     ``path`` reads the weights from another file (a retrained copy, say) instead of the package's.
     """
-    source: Traversable | Path = WEIGHTS.joinpath(weights_name(twin)) if path is None else Path(path)
+    source = WEIGHTS.joinpath(weights_name(twin)) if path is None else Path(path)
     data = source.read_bytes()
     expected, actual = shipped_checksums()[weights_name(twin)], sha256(data)
     if actual != expected:
