@@ -1,18 +1,17 @@
-# make report : execute every notebook in report/ (offline default model) and render build/report/
-# make test   : unit tests + nbval over the committed notebooks + the rendered-report check
-# Both create or update .venv first (from requirements.lock), so a fresh clone needs nothing else.
+# make report  : execute every notebook in report/ (offline default model) and render build/report/
+# make test    : ruff (lint, format check), unit tests, nbval over the committed notebooks, the rendered-report check
+# make browser : install Debian's chromium for the rendered-report test (as root with apt-get; .ci/run calls it)
+# report and test create or update .venv first (from requirements.lock), so a fresh clone needs nothing else;
+# neither installs system packages.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SCRATCH := $(CURDIR)/build/scratch
 
-# Jupyter, matplotlib, IPython and torch write under $HOME: keep all of it in build/scratch.
-RUN := HOME=$(SCRATCH)/home MPLCONFIGDIR=$(SCRATCH)/mpl TORCH_HOME=$(SCRATCH)/torch \
-	JUPYTER_CONFIG_DIR=$(SCRATCH)/jupyter/config JUPYTER_DATA_DIR=$(SCRATCH)/jupyter/data \
-	JUPYTER_RUNTIME_DIR=$(SCRATCH)/jupyter/runtime IPYTHONDIR=$(SCRATCH)/ipython \
-	PYDEVD_DISABLE_FILE_VALIDATION=1 SMOOTHGRAD_SCRATCH=$(SCRATCH)
+# Jupyter, matplotlib, IPython and torch write under $HOME: tools/scratch.py creates folders in build/scratch and
+# prints the variables pointing there (the same list pytest's conftest.py uses). Expanded when a recipe runs.
+RUN = $(shell $(PYTHON) tools/scratch.py)
 
 .PHONY: report test venv browser clean
 
@@ -28,16 +27,13 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 	@echo "==> $(VENV) ready"
 
-$(SCRATCH):
-	@mkdir -p $(SCRATCH)/home $(SCRATCH)/mpl $(SCRATCH)/torch $(SCRATCH)/jupyter/config \
-		$(SCRATCH)/jupyter/data $(SCRATCH)/jupyter/runtime $(SCRATCH)/ipython
-
-report: $(STAMP) | $(SCRATCH)
+report: $(STAMP)
 	@echo "==> executing report/*.ipynb and rendering build/report/"
 	$(RUN) $(PY) tools/build_report.py
 	@echo "==> open build/report/index.html"
 
-# Headless Chromium for the rendered-report test: installed with apt when missing and possible.
+# Headless Chromium for the rendered-report test: installed with apt when missing and possible. Not part of
+# `make test` (which only skips that test, saying how to install it); .ci/run calls it.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -48,8 +44,10 @@ browser:
 			echo "NOTE: no chromium; the rendered-report test will be skipped (install it: sudo apt-get install chromium)"; \
 		fi; }
 
-test: $(STAMP) browser | $(SCRATCH)
-	@echo "==> unit tests, nbval over report/, rendered report"
+test: $(STAMP)
+	@echo "==> ruff, unit tests, nbval over report/, rendered report"
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(RUN) $(PY) -m pytest
 
 clean:

@@ -1,25 +1,23 @@
-"""Project-wide pytest settings: scratch folders for everything that writes under $HOME, and a
-check that nbval collected every notebook in report/."""
+"""Project-wide pytest settings: scratch folders for everything that writes under $HOME, and a check that nbval
+collected every notebook in report/."""
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tools.scratch import environment
+
 ROOT = Path(__file__).parent
 REPORT = ROOT / "report"
 
-_scratch = Path(os.environ.get("SMOOTHGRAD_SCRATCH", Path(tempfile.gettempdir()) / "smoothgrad-scratch"))
-for _name, _sub in {
-    "MPLCONFIGDIR": "mpl",
-    "TORCH_HOME": "torch",
-    "JUPYTER_CONFIG_DIR": "jupyter/config",
-    "JUPYTER_DATA_DIR": "jupyter/data",
-    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
-    "IPYTHONDIR": "ipython",
-}.items():
-    os.environ.setdefault(_name, str(_scratch / _sub))
+
+def pytest_configure(config):
+    """Point Jupyter, matplotlib, IPython and torch at the scratch folders of tools/scratch.py, unless already set
+    (``make`` sets them all); HOME itself is left alone."""
+    for name, value in environment().items():
+        if name != "HOME":
+            os.environ.setdefault(name, value)
 
 
 def pytest_collection_modifyitems(session, config, items):

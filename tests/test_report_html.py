@@ -13,9 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--allow-file-access-from-files", "--virtual-time-budget=20000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-file-access-from-files",
+    "--virtual-time-budget=20000",
 ]
 # Appended to a copy of a page: when everything has loaded and MathJax is done, record what we check.
 PROBE = """
@@ -40,14 +47,17 @@ window.addEventListener("load", function () {
 """
 
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs headless Chromium: `apt-get install chromium` (make test installs it when it can)"
+    CHROMIUM is None,
+    reason="needs headless Chromium: run `make browser` (as root; .ci/run does) or `sudo apt-get install chromium`",
 )
 
 
 @pytest.fixture(scope="module")
 def report_dir():
     out = BUILD / "report"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "build_report.py"), "--no-execute", "--out", str(out)], check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "build_report.py"), "--no-execute", "--out", str(out)], check=True
+    )
     return out
 
 
@@ -86,6 +96,8 @@ def test_screenshot_of_the_first_notebook_page(report_dir):
     shot = BUILD / "report-screenshot.png"
     subprocess.run(
         [CHROMIUM, *FLAGS, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, timeout=120, check=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     assert shot.stat().st_size > 10_000

@@ -3,10 +3,12 @@
     python tools/build_report.py               # execute every notebook, then render
     python tools/build_report.py report/02-smoothgrad.ipynb   # execute just this one, render all
     python tools/build_report.py --no-execute  # render the committed outputs only
+    python tools/build_report.py --strip-only  # only drop volatile metadata from the notebooks (no run, no render)
 
 The HTML typesets maths with a local copy of MathJax (from the PyPI package
 jupyter-server-mathjax) and embeds every figure, so build/report/ works
-without a network connection.
+without a network connection. Executed notebooks are saved without volatile metadata (per-cell execution
+timestamps and the like), so re-executing an unchanged notebook leaves its file unchanged apart from real output.
 """
 
 from __future__ import annotations
@@ -29,15 +31,44 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "report"
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 BADGE_TAG = "colab-badge"
+# Metadata that changes on every run or with the editor's view state, not with the notebook's content.
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "papermill")
+VOLATILE_NOTEBOOK_METADATA = ("widgets", "papermill")
+
+
+def strip_volatile(notebook: nbformat.NotebookNode) -> bool:
+    """Remove ``VOLATILE_*_METADATA`` from ``notebook`` in place; returns whether anything was removed."""
+    found = [notebook.metadata.pop(key) for key in VOLATILE_NOTEBOOK_METADATA if key in notebook.metadata]
+    for cell in notebook.cells:
+        found += [cell.metadata.pop(key) for key in VOLATILE_CELL_METADATA if key in cell.metadata]
+    return bool(found)
 
 
 def execute(path: Path, timeout: int) -> float:
-    """Run every cell of ``path`` top to bottom in a fresh kernel and save it with its outputs."""
+    """Run every cell of ``path`` top to bottom in a fresh kernel and save it with its outputs, without volatile
+    metadata."""
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPORT)}}).execute()
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(REPORT)}},
+    )
+    client.execute()
+    strip_volatile(notebook)
     nbformat.write(notebook, path)
     return time.perf_counter() - start
+
+
+def strip(path: Path) -> bool:
+    """Remove volatile metadata from the notebook file ``path``; returns whether the file changed."""
+    notebook = nbformat.read(path, as_version=4)
+    changed = strip_volatile(notebook)
+    if changed:
+        nbformat.write(notebook, path)
+    return changed
 
 
 def title_and_summary(notebook: nbformat.NotebookNode) -> tuple[str, str]:
@@ -66,7 +97,8 @@ def render(path: Path, out: Path) -> tuple[str, str]:
 
 def write_index(out: Path, entries: list[tuple[Path, str, str]]) -> None:
     items = "\n".join(
-        f'    <li><a href="{html.escape(p.stem)}.html">{html.escape(title)}</a><br><span>{html.escape(summary)}</span></li>'
+        f'    <li><a href="{html.escape(p.stem)}.html">{html.escape(title)}</a><br>'
+        f"<span>{html.escape(summary)}</span></li>"
         for p, title, summary in entries
     )
     (out / "index.html").write_text(
@@ -76,7 +108,8 @@ def write_index(out: Path, entries: list[tuple[Path, str, str]]) -> None:
   <meta charset="utf-8">
   <title>SmoothGrad, explained and measured</title>
   <style>
-    body {{ font-family: system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; line-height: 1.5; padding: 0 1rem; }}
+    body {{ font-family: system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; line-height: 1.5;
+            padding: 0 1rem; }}
     li {{ margin-bottom: 1rem; }} span {{ color: #555; }}
   </style>
 </head>
@@ -98,6 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to execute (default: all in report/)")
     parser.add_argument("--no-execute", action="store_true", help="render the committed outputs without running them")
+    parser.add_argument(
+        "--strip-only",
+        action="store_true",
+        help="remove volatile metadata from the notebooks, without running or rendering",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "report")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     args = parser.parse_args()
@@ -106,6 +144,10 @@ def main() -> None:
     notebooks = sorted(REPORT.glob("*.ipynb"))
     if not notebooks:
         sys.exit("no notebooks found in report/")
+    if args.strip_only:
+        for path in [p.resolve() for p in args.notebooks] or notebooks:
+            print(f"{path.name}: {'stripped' if strip(path) else 'nothing volatile'}", flush=True)
+        return
     if not args.no_execute:
         for path in [p.resolve() for p in args.notebooks] or notebooks:
             print(f"executing {path.relative_to(ROOT)} ...", flush=True)
@@ -117,7 +159,10 @@ def main() -> None:
     for path in notebooks:
         title, summary = render(path, args.out)
         entries.append((path, title, summary))
-        print(f"rendered {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}/{path.stem}.html", flush=True)
+        print(
+            f"rendered {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}/{path.stem}.html",
+            flush=True,
+        )
     write_index(args.out, entries)
     print(f"report: {args.out / 'index.html'}")
 

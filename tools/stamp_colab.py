@@ -7,10 +7,10 @@ Run after changing it, or after adding a notebook:  python tools/stamp_colab.py
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 BADGE_TAG, INSTALL_TAG = "colab-badge", "colab-install"

@@ -1,0 +1,91 @@
+"""Shared test helpers: seeded generators, random images, small models with known gradients, the shipped models.
+
+Factories are fixtures that return functions, so a test asks for ``seeded`` and calls ``seeded(3)``. Models are
+built inside ``torch.random.fork_rng``: a helper never changes the global random state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from smoothgrad_lib.models import LoadedModel, load_model
+
+SHAPE = (3, 6, 5)  # (C, H, W) of the small random images: odd sizes catch transposed axes
+
+
+def _seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def seeded() -> Callable[..., torch.Generator]:
+    """``seeded(seed=0)``: a fresh CPU ``torch.Generator`` seeded with ``seed``."""
+    return _seeded
+
+
+@pytest.fixture
+def random_images() -> Callable[..., torch.Tensor]:
+    """``random_images(batch=2, seed=0, shape=SHAPE)``: (batch, *shape) uniform in [0, 1), from ``seeded(seed)``."""
+
+    def make(batch: int = 2, seed: int = 0, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
+        return torch.rand(batch, *shape, generator=_seeded(seed))
+
+    return make
+
+
+def _built_with_seed(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with the default CPU generator seeded with ``seed``, leaving the global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build().eval()
+
+
+@pytest.fixture
+def linear_model() -> Callable[..., nn.Module]:
+    """``linear_model(n_classes=4, seed=0, shape=SHAPE)``: flatten then ``nn.Linear``, in eval mode.
+
+    The gradient of logit k with respect to the input is ``model[1].weight[k].reshape(shape)``, everywhere.
+    """
+
+    def make(n_classes: int = 4, seed: int = 0, shape: tuple[int, ...] = SHAPE) -> nn.Module:
+        return _built_with_seed(seed, lambda: nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), n_classes)))
+
+    return make
+
+
+@pytest.fixture
+def small_cnn() -> Callable[..., nn.Module]:
+    """``small_cnn(activation=nn.Softplus, seed=0)``: two 3x3 convolutions (8 channels), pooling to 2x2, 5 logits."""
+
+    def make(activation: type[nn.Module] = nn.Softplus, seed: int = 0) -> nn.Module:
+        return _built_with_seed(
+            seed,
+            lambda: nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1),
+                activation(),
+                nn.Conv2d(8, 8, 3, padding=1),
+                activation(),
+                nn.AdaptiveAvgPool2d(2),
+                nn.Flatten(),
+                nn.Linear(32, 5),
+            ),
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def lite0() -> LoadedModel:
+    """The default model (EfficientNet-Lite0) on the CPU, loaded once per session: do not modify it."""
+    return load_model("efficientnet-lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def relu_twin() -> LoadedModel:
+    """The shipped ReLU shapes twin on the CPU, loaded once per session: do not modify it."""
+    return load_model("shapes-relu", device="cpu")
