@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import explain
 from .train import train_and_save
 from .twins import TWINS, WEIGHTS
 
@@ -39,14 +40,24 @@ def _train_shapes(args: argparse.Namespace) -> None:
     train_and_save(args.twins, out, n_train=args.n_train, epochs=args.epochs)
 
 
-COMMANDS = (_add_train_shapes,)
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "explain",
+        help="top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure for an image",
+        description=explain.__doc__.split("\n\n")[0],
+    )
+    explain.add_arguments(parser)
+    parser.set_defaults(run=explain.run)
 
 
-def main(argv: list[str] | None = None) -> None:
+COMMANDS = (_add_train_shapes, _add_explain)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smoothgrad_lib", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.run(args)
+    return args.run(args) or 0
