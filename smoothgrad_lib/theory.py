@@ -150,7 +150,10 @@ def mean_norm(samples: torch.Tensor, groups: int = 8) -> tuple[float, float]:
 
     full = estimate(group_sums.sum(0), group_squares.sum(), m)
     left_out = np.array(
-        [estimate(group_sums.sum(0) - group_sums[k], group_squares.sum() - group_squares[k], m - m // groups) for k in range(groups)]
+        [
+            estimate(group_sums.sum(0) - group_sums[k], group_squares.sum() - group_squares[k], m - m // groups)
+            for k in range(groups)
+        ]
     )
     stderr = float(np.sqrt((groups - 1) / groups * np.square(left_out - left_out.mean()).sum()))
     return full, stderr
@@ -209,7 +212,9 @@ def pairwise_error(
     """
     need = 2 * pairs * sum(ns)
     if pairs < 2 or len(samples) < need:
-        raise ValueError(f"need pairs >= 2 and 2 * pairs * sum(ns) = {need} samples, got pairs={pairs}, M={len(samples)}.")
+        raise ValueError(
+            f"need pairs >= 2 and 2 * pairs * sum(ns) = {need} samples, got pairs={pairs}, M={len(samples)}."
+        )
     values = samples.detach()
 
     def to_map(estimate: torch.Tensor) -> torch.Tensor:

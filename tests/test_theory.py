@@ -2,18 +2,15 @@
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
 from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from smoothgrad_lib.plotting import loglog_axes  # noqa: E402
-from smoothgrad_lib.theory import (  # noqa: E402
+from smoothgrad_lib.plotting import loglog_axes
+from smoothgrad_lib.theory import (
     gate_flips,
     loglog_slope,
     mean_norm,
@@ -78,7 +75,7 @@ def test_variance_against_n_follows_one_over_n_for_iid_samples():
     totals = variance_against_n(samples, ns, "raw")  # R = 6400 // 127 = 50 estimates per N
     expected = 4 * 48 / np.array(ns)
     assert np.all(np.abs(totals / expected - 1) < 0.45)  # relative sd of a variance from 50 values: sqrt(2/49) = 0.2
-    slope, low, high = loglog_slope(ns, totals)
+    _, low, high = loglog_slope(ns, totals)
     assert low < -1 < high
     # |G| of a mean-zero normal has variance (1 - 2/pi) * 4 per element.
     abs_totals = variance_against_n(samples, ns, "abs")
@@ -157,7 +154,7 @@ def test_pairwise_error_is_sqrt_of_variance_over_n():
     truth = 0.5 / np.sqrt(ns)  # per element sd 0.5 / sqrt(N); relative to |mu| = 1 per element
     assert np.all(result["low"] <= result["error"]) and np.all(result["error"] <= result["high"])
     np.testing.assert_allclose(result["error"], truth, rtol=0.15)
-    slope, low, high = loglog_slope(ns, result["error"])
+    _, low, high = loglog_slope(ns, result["error"])
     assert low < -0.5 < high
     channel_max = pairwise_error(samples, ns, pairs=4)  # maps (H, W): max over the 2 channels
     assert channel_max["error"].shape == (5,)
