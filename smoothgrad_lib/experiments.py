@@ -7,11 +7,7 @@ All functions take a classifier in eval mode and images as in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from .saliency import vanilla_gradient
@@ -86,69 +82,6 @@ def gate_fractions(
     clean = activation_gates(model, x[None])[0]
     noisy = torch.cat([activation_gates(model, chunk) for chunk in (x[None] + sigma * noise).split(64)])
     return clean, noisy.float().mean(0)
-
-
-def taylor_bias(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: int,
-    sigmas: Sequence[float],
-    n_pairs: int,
-    generator: torch.Generator,
-    batch_size: int = 64,
-) -> dict[str, np.ndarray]:
-    """Relative bias of the SmoothGrad mean, ``||E[grad g(x + eps)] - grad g(x)|| / ||grad g(x)||``, against sigma.
-
-    The expectation is estimated with antithetic pairs ``(G(x + eps) + G(x - eps)) / 2``:
-    same mean, but the first-order noise term ``H eps`` cancels in each pair,
-    so the Monte-Carlo error is small enough to see the bias itself. For a
-    smooth g the bias is ``sigma^2 / 2 * grad(laplacian g)(x) + O(sigma^4)``.
-
-    Returns arrays over sigmas: ``bias`` (relative, corrected for the
-    Monte-Carlo error's own contribution, floored at 0), ``raw`` (relative
-    norm of the estimated difference) and ``mc_error`` (relative standard
-    error of the estimated mean).
-    """
-    base = vanilla_gradient(model, x, target)
-    scale = float(base.norm())
-    raw, mc = [], []
-    for sigma in sigmas:
-        eps = sigma * torch.randn((n_pairs, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-        plus = gradients_at(model, x[None] + eps, target, batch_size)
-        minus = gradients_at(model, x[None] - eps, target, batch_size)
-        pairs = (plus + minus).double() / 2
-        raw.append(float((pairs.mean(0) - base).norm()) / scale)
-        mc.append(float(pairs.var(0).sum().div(n_pairs).sqrt()) / scale)
-    raw_a, mc_a = np.array(raw), np.array(mc)
-    return {"bias": np.sqrt(np.clip(raw_a**2 - mc_a**2, 0, None)), "raw": raw_a, "mc_error": mc_a}
-
-
-def variance_against_n(samples: torch.Tensor, ns: Sequence[int], aggregate: str = "raw") -> np.ndarray:
-    """Total variance (summed over pixels) of the N-sample estimate, for each N in ``ns``.
-
-    ``samples`` (M, C, H, W) are i.i.d. noisy gradients. For each N the pool is
-    cut into R = M // max(ns) disjoint groups of N (the same R for every N),
-    each group gives one estimate ``mean(G)`` (``"raw"``) or ``mean(|G|)``
-    (``"abs"``), and the unbiased variance over the R estimates is summed over pixels.
-    """
-    if aggregate not in ("raw", "abs"):
-        raise ValueError(f"aggregate must be 'raw' or 'abs', got {aggregate!r}.")
-    values = samples.double().abs() if aggregate == "abs" else samples.double()
-    repeats = len(values) // max(ns)
-    if repeats < 2:
-        raise ValueError(f"need at least 2 * max(ns) = {2 * max(ns)} samples, got {len(values)}.")
-    totals = []
-    for n in ns:
-        estimates = values[: repeats * n].reshape(repeats, n, -1).mean(1)
-        totals.append(float(estimates.var(0).sum()))
-    return np.array(totals)
-
-
-def loglog_slope(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Least-squares slope of log y against log x, with a two-sided confidence interval (Student t)."""
-    fit = stats.linregress(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)))
-    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 2) * fit.stderr
-    return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
 
 
 def mask_mass(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -63,3 +63,35 @@ def image_grid(
     if colorbar and mappable is not None:
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label=colorbar)
     return fig
+
+
+def loglog_axes(
+    ax: plt.Axes,
+    xlabel: str,
+    ylabel: str,
+    *,
+    title: str | None = None,
+    guides: Sequence[tuple[float, tuple[float, float], str]] = (),
+    xbase: float = 10,
+) -> plt.Axes:
+    """Finish a log-log plot of a power law: log scales, axis labels, guide lines ``y = y0 (x / x0)^slope``, legend.
+
+    Plot the data on ``ax`` first; each guide ``(slope, (x0, y0), label)`` is
+    drawn as a thin dashed line over the x-range of the data already plotted,
+    so a measured slope can be compared with the predicted one by eye.
+    ``xbase`` is the base of the x-axis ticks (2 for N = 1, 2, 4, ...).
+    """
+    if not ax.has_data():
+        raise ValueError("plot the data on ax before calling loglog_axes: the guide lines span the data's x-range.")
+    ax.set_xscale("log", base=xbase)
+    ax.set_yscale("log")
+    low, high = ax.dataLim.intervalx
+    xs = np.geomspace(low, high, 50)
+    for i, (slope, (x0, y0), label) in enumerate(guides):
+        ax.plot(xs, y0 * (xs / x0) ** slope, color="k", ls=("--", ":", "-.")[i % 3], lw=1, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
