@@ -11,7 +11,7 @@
 4. Antithetic gain table (``montecarlo.antithetic_gain``): variance of the iid map over that of the
    antithetic map at equal N, mean over images with a 95% bootstrap interval.
 
-    python benchmarks/bench_estimate.py [--seeds 20] [--quick] [--lite-n 16] [--lite-pairs 16]
+    python benchmarks/bench_estimate.py [--seeds 20] [--quick] [--lite-n 16] [--lite-pairs 16] [--parts 1,2,3,4,5]
 
 Prints tables only (no timings); about 4 minutes on an idle 2-core CPU, far longer on a loaded one.
 """
@@ -118,16 +118,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller references and gain table (a smoke run)")
     parser.add_argument("--lite-n", type=int, default=16, help="gradients per Lite0 calibration run (even)")
     parser.add_argument("--lite-pairs", type=int, default=16, help="antithetic pairs per photo in Lite0's gain row")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="which parts to run: 1 bitwise, 2 shapes calibration, "
+                        "3 adaptive, 4 gain table, 5 Lite0 calibration (comma-separated)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     twins = {f"shapes-{a}": load_model(f"shapes-{a}", device="cpu").model for a in ("softplus", "relu")}
     lite = load_model(device="cpu").model
     shapes = make_shapes(4, seed=3).images
     cat = load_image("chelsea")[None]
-    bitwise({"shapes-relu": (twins["shapes-relu"], shapes), "efficientnet-lite0": (lite, cat)})
-    calibration("shapes-relu", twins["shapes-relu"], shapes, 50, args.seeds)
-    adaptive(twins["shapes-relu"], 20, args.quick)
-    gain_table(twins, lite, args.quick, args.lite_pairs)
-    calibration("efficientnet-lite0", lite, cat, args.lite_n, args.seeds)
+    if "1" in parts:
+        bitwise({"shapes-relu": (twins["shapes-relu"], shapes), "efficientnet-lite0": (lite, cat)})
+    if "2" in parts:
+        calibration("shapes-relu", twins["shapes-relu"], shapes, 50, args.seeds)
+    if "3" in parts:
+        adaptive(twins["shapes-relu"], 20, args.quick)
+    if "4" in parts:
+        gain_table(twins, lite, args.quick, args.lite_pairs)
+    if "5" in parts:
+        calibration("efficientnet-lite0", lite, cat, args.lite_n, args.seeds)
 
 
 if __name__ == "__main__":
