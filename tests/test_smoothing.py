@@ -1,0 +1,93 @@
+"""smoothing: Stein's-lemma gradient estimator, Softplus_beta in place of ReLU."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from smoothgrad_lib import smoothgrad, vanilla_gradient
+from smoothgrad_lib import smoothing as sm
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class Quadratic(nn.Module):
+    """logit_k(x) = sum of a_k x^2 + b_k x: the smoothed gradient is 2 a_k x + b_k exactly, for any sigma."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(2, 3, 4, 4, generator=seeded(1)))
+        self.b = nn.Parameter(torch.randn(2, 3, 4, 4, generator=seeded(2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kchw,bchw->bk", self.a, x.square()) + torch.einsum("kchw,bchw->bk", self.b, x)
+
+
+def relu_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()),
+        nn.Flatten(), nn.Linear(96, 3),
+    ).eval()
+
+
+def test_stein_estimator_recovers_the_gradient_of_a_quadratic():
+    model, x = Quadratic().eval(), torch.rand(2, 3, 4, 4, generator=seeded(3))
+    estimate = sm.stein_gradient(model, x, 1, n_samples=4000, sigma=0.1, batch_size=4000, generator=seeded(4))
+    expected = 2 * model.a[1].detach() * x + model.b[1].detach()
+    z = (estimate.mean - expected) / estimate.stderr
+    assert float(z.abs().max()) < 5 and 0.7 < float(z.square().mean()) < 1.3  # unbiased, with honest error bars
+    assert estimate.mean.shape == x.shape and estimate.n_samples.tolist() == [4000, 4000]
+
+
+def test_stein_estimator_is_exact_in_expectation_for_a_linear_logit():
+    """g = b . x: eps (g(x + eps) - g(x)) / sigma^2 = eps eps^T b / sigma^2, whose mean is b; error ~ ||b|| / sqrt(N)."""
+    model = nn.Linear(12, 2).eval()
+    flat = nn.Sequential(nn.Flatten(), model).eval()
+    x = torch.rand(1, 3, 2, 2, generator=seeded(5))
+    estimate = sm.stein_gradient(flat, x, 0, n_samples=10000, sigma=2.0, batch_size=10000, generator=seeded(6))
+    expected = model.weight[0].detach().reshape(1, 3, 2, 2)
+    tolerance = 4 * float(expected.norm()) / 10000**0.5
+    assert float((estimate.mean - expected).abs().max()) < tolerance
+
+
+def test_stein_agrees_with_smoothgrad_raw_on_a_relu_network():
+    model, x = relu_cnn(), torch.rand(1, 3, 4, 4, generator=seeded(7))
+    stein = sm.stein_gradient(model, x, 0, n_samples=8000, noise_level=0.3, batch_size=8000, generator=seeded(8))
+    reference = smoothgrad(model, x, 0, n_samples=1000, noise_level=0.3, aggregate="raw", batch_size=1000, generator=seeded(9))
+    assert float(sm.cosine(stein.mean, reference)) > 0.95
+
+
+def test_stein_rejects_bad_input():
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        sm.stein_gradient(relu_cnn(), torch.rand(3, 4, 4), 0, sigma=0.1)
+    with pytest.raises(ValueError, match="noise_level"):
+        sm.stein_gradient(relu_cnn(), torch.rand(1, 3, 4, 4), 0, sigma=0.1, noise_level=0.1)
+
+
+def test_softplus_copy_tends_to_relu_and_leaves_the_model_alone():
+    model, x = relu_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(10))
+    before = copy.deepcopy(model.state_dict())
+    sharp, soft = sm.softplus_copy(model, 1e4), sm.softplus_copy(model, 1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(sharp(x), model(x), rtol=0, atol=1e-3)
+        assert float((soft(x) - model(x)).abs().max()) > 0.05
+    assert [type(m) for m in model.modules()].count(nn.ReLU) == 2
+    assert [type(m) for m in sharp.modules()].count(nn.Softplus) == 2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="no nn.ReLU"):
+        sm.softplus_copy(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), 5.0)
+    with pytest.raises(ValueError, match="beta"):
+        sm.softplus_copy(model, 0.0)
+
+
+def test_best_beta_picks_the_largest_cosine():
+    model, x = relu_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(11))
+    target = vanilla_gradient(sm.softplus_copy(model, 3.0), x, 0)
+    betas = [1.0, 3.0, 10.0, 100.0]
+    cosines = sm.softplus_cosines(model, x, 0, target, betas)
+    beta, best = sm.best_beta(cosines, betas)
+    assert beta.tolist() == [3.0, 3.0] and torch.allclose(best, torch.ones(2, dtype=best.dtype))
