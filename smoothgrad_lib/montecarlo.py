@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from torch import nn
 
-from .saliency import Estimate
+from .experiments import generator
+from .saliency import Estimate, smoothgrad, smoothgrad_estimate
 
 _TRANSFORMS = {"raw": lambda g: g, "abs": torch.abs, "square": torch.square}
 
@@ -81,6 +84,62 @@ def predict_samples(estimate: Estimate, tolerance: float) -> torch.Tensor:
     signal = mean.flatten(1).double().square().sum(1) - noise
     n = torch.as_tensor(estimate.n_samples, dtype=torch.float64).reshape(-1)
     return torch.where(signal > 0, n * noise / (tolerance**2 * signal.clamp_min(1e-300)), math.inf)
+
+
+def samples_needed(maps: torch.Tensor, n_samples: int, tolerance: float) -> np.ndarray:
+    """The N that would have reached relative error ``tolerance``, from R independent ``n_samples``-sample maps (R, B, ...).
+
+    By the 1/N law, ``n_samples * (measured error / tolerance)^2`` with the error measured by ``repeat_error``: (B,).
+    """
+    return n_samples * (repeat_error(maps).numpy() / tolerance) ** 2
+
+
+def check_prediction(
+    model: nn.Module,
+    images: torch.Tensor,
+    aggregate: str,
+    tolerance: float,
+    *,
+    pilot_n: int,
+    runs: int,
+    seed: int,
+    noise_level: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict each image's N for ``tolerance`` from a pilot, then measure the N actually needed on independent runs.
+
+    The pilot is ``smoothgrad_estimate`` with ``pilot_n`` gradients (seed
+    ``seed``); each image then gets ``runs`` independent ``smoothgrad`` runs
+    of the predicted N (seeds ``seed + 100 + 10 b + r``), whose spread gives
+    the N needed (``samples_needed``). Returns (predicted N, needed N), each (B,).
+    """
+    device = images.device
+    pilot = smoothgrad_estimate(
+        model, images, n_samples=pilot_n, aggregate=aggregate, noise_level=noise_level, generator=generator(seed, device)
+    )
+    wanted = predict_samples(pilot, tolerance).numpy()
+    needed = []
+    for b, image in enumerate(images):
+        n = int(np.ceil(wanted[b]))
+        maps = torch.stack([
+            smoothgrad(
+                model, image[None], n_samples=n, aggregate=aggregate, noise_level=noise_level,
+                generator=generator(seed + 100 + 10 * b + r, device),
+            )
+            for r in range(runs)
+        ])
+        needed.append(samples_needed(maps, n, tolerance)[0])
+    return wanted, np.array(needed)
+
+
+def check_prediction_on_draws(
+    grads: torch.Tensor, aggregate: str, tolerance: float, pilot_n: int, run_n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``check_prediction`` on gradients already drawn (B, N, C, H, W): the first ``pilot_n`` are the pilot, the rest
+    make independent runs of ``run_n``; the needed N is extrapolated by the 1/N law. Returns (predicted, needed)."""
+    wanted = predict_samples(estimate_from_gradients(grads[:, :pilot_n], aggregate), tolerance).numpy()
+    rest = grads[:, pilot_n:].unflatten(1, (-1, run_n))  # (B, runs, n, C, H, W)
+    maps = estimate_from_gradients(rest.flatten(0, 1), aggregate).mean.unflatten(0, rest.shape[:2]).transpose(0, 1)
+    return wanted, samples_needed(maps, run_n, tolerance)
 
 
 def repeat_error(means: torch.Tensor) -> torch.Tensor:

@@ -115,3 +115,18 @@ def test_antithetic_gain_is_exact_for_a_quadratic_and_one_for_pure_noise():
     assert float((gains - 1).abs().max()) < 0.1
     with pytest.raises(ValueError, match="aggregate"):
         mc.antithetic_gain(grads, "median")
+
+
+def test_check_prediction_on_a_linear_model_is_exact_for_raw_abs():
+    """A linear model's noisy gradients are constant: the pilot's error is 0, so 1 sample is predicted and needed."""
+    import numpy as np
+
+    from smoothgrad_lib.montecarlo import check_prediction_on_draws, samples_needed
+
+    grads = torch.randn(2, 1, 3, 4, 4, generator=torch.Generator().manual_seed(0)).expand(2, 24, 3, 4, 4)
+    noise = 0.1 * torch.randn(2, 24, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    wanted, needed = check_prediction_on_draws(grads + noise, "raw", 0.1, pilot_n=8, run_n=4)
+    assert wanted.shape == needed.shape == (2,)
+    assert np.all(np.abs(needed / wanted - 1) < 0.6)  # 4 runs of 4: a rough but real check of the 1/N law
+    maps = torch.stack([torch.ones(2, 5), torch.ones(2, 5) * 1.2])
+    assert samples_needed(maps, 10, 0.5).shape == (2,)
