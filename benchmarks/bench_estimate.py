@@ -65,7 +65,8 @@ def calibration(name: str, model: torch.nn.Module, x: torch.Tensor, n_samples: i
             per_image = (reported / empirical).numpy()
             variances[aggregate, sampling] = float(empirical.sum())
             verdict = "pass" if 1 / 1.25 <= ratio <= 1.25 else "FAIL"
-            print(f"   {aggregate:9s} {sampling:10s} {ratio:11.3g} {per_image.min():9.3g} .. {per_image.max():<8.3g}  {verdict}", flush=True)
+            spread = f"{per_image.min():9.3g} .. {per_image.max():<8.3g}"
+            print(f"   {aggregate:9s} {sampling:10s} {ratio:11.3g} {spread}  {verdict}", flush=True)
     print("   antithetic gain over seeds (variance iid / antithetic): "
           + ", ".join(f"{a} {variances[a, 'iid'] / variances[a, 'antithetic']:.3g}" for a in AGGREGATES), flush=True)
     return variances
@@ -73,7 +74,7 @@ def calibration(name: str, model: torch.nn.Module, x: torch.Tensor, n_samples: i
 
 def adaptive(model: torch.nn.Module, n_images: int, quick: bool) -> None:
     x = make_shapes(n_images, seed=11).images
-    print(f"3. adaptive N: tolerance=0.1 on {n_images} shapes images (ReLU twin, noise level 0.15, start N=20)", flush=True)
+    print(f"3. adaptive N: tolerance=0.1 on {n_images} shapes images (ReLU twin, noise 0.15, start N=20)", flush=True)
     for aggregate, ref_n in (("abs", 1000), ("raw", 2000)):
         ref_n = ref_n // 4 if quick else ref_n
         reference = smoothgrad_estimate(model, x, n_samples=ref_n, aggregate=aggregate, noise_level=0.15,
@@ -84,7 +85,8 @@ def adaptive(model: torch.nn.Module, n_images: int, quick: bool) -> None:
         share = float((achieved <= 0.125).mean())
         ref_error = relative_error(reference.mean, reference.stderr).numpy()
         print(f"   {aggregate}: N used median {int(run.n_samples.median())} (range {int(run.n_samples.min())}.."
-              f"{int(run.n_samples.max())}); achieved error median {np.median(achieved):.3g}, max {achieved.max():.3g}; "
+              f"{int(run.n_samples.max())}); achieved error median {np.median(achieved):.3g}, "
+              f"max {achieved.max():.3g}; "
               f"<= 0.125 for {share:.0%} of images (bar 80%: {'pass' if share >= 0.8 else 'FAIL'}); "
               f"reference N={ref_n}, its own error median {np.median(ref_error):.3g}", flush=True)
 

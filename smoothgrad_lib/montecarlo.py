@@ -51,14 +51,15 @@ def relative_error(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
 
 
 def snr_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """Per-pixel signal-to-noise ratio ``|m| / s`` of maps (B, C, H, W), in the channel the max-reduced map shows: (B, H, W).
+    """Per-pixel signal-to-noise ratio ``|m| / s`` of maps (B, C, H, W), in the channel the map shows: (B, H, W).
 
     ``saliency_map(..., reduce="max")`` shows, at each pixel, the channel with the largest
     ``|m|``; this is that channel's ``|m| / s``. A pixel with SNR below about 2 has a
     value (for ``raw``, a sign) that the next run can change.
     """
     if mean.shape != stderr.shape or mean.ndim != 4:
-        raise ValueError(f"mean and stderr must both be (B, C, H, W), got {tuple(mean.shape)} and {tuple(stderr.shape)}.")
+        shapes = f"{tuple(mean.shape)} and {tuple(stderr.shape)}"
+        raise ValueError(f"mean and stderr must both be (B, C, H, W), got {shapes}.")
     channel = mean.abs().argmax(1, keepdim=True)
     return (mean.gather(1, channel).abs() / stderr.gather(1, channel))[:, 0]
 
@@ -158,7 +159,9 @@ def repeat_error(means: torch.Tensor) -> torch.Tensor:
 
 
 def error_against_reference(mean: torch.Tensor, reference: Estimate) -> torch.Tensor:
-    """Relative error ``||m - E m|| / ||E m||`` of maps (B, ...) measured against a large-N reference ``Estimate``: (B,).
+    """Relative error ``||m - E m|| / ||E m||`` of maps (B, ...), measured against a large-N reference ``Estimate``.
+
+    Returns (B,).
 
     ``||m - ref||^2`` also holds the reference's own error; its expected share,
     ``||s_ref||^2``, is subtracted (floored at 0), and ``||ref||^2 - ||s_ref||^2`` is the signal.

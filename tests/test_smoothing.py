@@ -44,7 +44,7 @@ def test_stein_estimator_recovers_the_gradient_of_a_quadratic():
 
 
 def test_stein_estimator_is_exact_in_expectation_for_a_linear_logit():
-    """g = b . x: eps (g(x + eps) - g(x)) / sigma^2 = eps eps^T b / sigma^2, whose mean is b; error ~ ||b|| / sqrt(N)."""
+    """g = b . x: eps (g(x + eps) - g(x)) / sigma^2 = eps eps^T b / sigma^2, mean b, error ~ ||b|| / sqrt(N)."""
     model = nn.Linear(12, 2).eval()
     flat = nn.Sequential(nn.Flatten(), model).eval()
     x = torch.rand(1, 3, 2, 2, generator=seeded(5))
@@ -57,7 +57,9 @@ def test_stein_estimator_is_exact_in_expectation_for_a_linear_logit():
 def test_stein_agrees_with_smoothgrad_raw_on_a_relu_network():
     model, x = relu_cnn(), torch.rand(1, 3, 4, 4, generator=seeded(7))
     stein = sm.stein_gradient(model, x, 0, n_samples=8000, noise_level=0.3, batch_size=8000, generator=seeded(8))
-    reference = smoothgrad(model, x, 0, n_samples=1000, noise_level=0.3, aggregate="raw", batch_size=1000, generator=seeded(9))
+    reference = smoothgrad(
+        model, x, 0, n_samples=1000, noise_level=0.3, aggregate="raw", batch_size=1000, generator=seeded(9)
+    )
     assert float(sm.cosine(stein.mean, reference)) > 0.95
 
 
