@@ -54,8 +54,15 @@ def calibration(name: str, model: torch.nn.Module, x: torch.Tensor, n_samples: i
     for aggregate in AGGREGATES:
         for sampling in SAMPLINGS:
             runs = [
-                smoothgrad_estimate(model, x, n_samples=n_samples, aggregate=aggregate, sampling=sampling,
-                                    noise_level=0.15, generator=generator(1000 + seed))
+                smoothgrad_estimate(
+                    model,
+                    x,
+                    n_samples=n_samples,
+                    aggregate=aggregate,
+                    sampling=sampling,
+                    noise_level=0.15,
+                    generator=generator(1000 + seed),
+                )
                 for seed in range(seeds)
             ]
             means = torch.stack([r.mean for r in runs]).double().flatten(2)
@@ -67,8 +74,11 @@ def calibration(name: str, model: torch.nn.Module, x: torch.Tensor, n_samples: i
             verdict = "pass" if 1 / 1.25 <= ratio <= 1.25 else "FAIL"
             spread = f"{per_image.min():9.3g} .. {per_image.max():<8.3g}"
             print(f"   {aggregate:9s} {sampling:10s} {ratio:11.3g} {spread}  {verdict}", flush=True)
-    print("   antithetic gain over seeds (variance iid / antithetic): "
-          + ", ".join(f"{a} {variances[a, 'iid'] / variances[a, 'antithetic']:.3g}" for a in AGGREGATES), flush=True)
+    print(
+        "   antithetic gain over seeds (variance iid / antithetic): "
+        + ", ".join(f"{a} {variances[a, 'iid'] / variances[a, 'antithetic']:.3g}" for a in AGGREGATES),
+        flush=True,
+    )
     return variances
 
 
@@ -77,18 +87,23 @@ def adaptive(model: torch.nn.Module, n_images: int, quick: bool) -> None:
     print(f"3. adaptive N: tolerance=0.1 on {n_images} shapes images (ReLU twin, noise 0.15, start N=20)", flush=True)
     for aggregate, ref_n in (("abs", 1000), ("raw", 2000)):
         ref_n = ref_n // 4 if quick else ref_n
-        reference = smoothgrad_estimate(model, x, n_samples=ref_n, aggregate=aggregate, noise_level=0.15,
-                                        generator=generator(50))
-        run = smoothgrad_estimate(model, x, n_samples=20, tolerance=0.1, aggregate=aggregate, noise_level=0.15,
-                                  generator=generator(51))
+        reference = smoothgrad_estimate(
+            model, x, n_samples=ref_n, aggregate=aggregate, noise_level=0.15, generator=generator(50)
+        )
+        run = smoothgrad_estimate(
+            model, x, n_samples=20, tolerance=0.1, aggregate=aggregate, noise_level=0.15, generator=generator(51)
+        )
         achieved = error_against_reference(run.mean, reference).numpy()
         share = float((achieved <= 0.125).mean())
         ref_error = relative_error(reference.mean, reference.stderr).numpy()
-        print(f"   {aggregate}: N used median {int(run.n_samples.median())} (range {int(run.n_samples.min())}.."
-              f"{int(run.n_samples.max())}); achieved error median {np.median(achieved):.3g}, "
-              f"max {achieved.max():.3g}; "
-              f"<= 0.125 for {share:.0%} of images (bar 80%: {'pass' if share >= 0.8 else 'FAIL'}); "
-              f"reference N={ref_n}, its own error median {np.median(ref_error):.3g}", flush=True)
+        print(
+            f"   {aggregate}: N used median {int(run.n_samples.median())} (range {int(run.n_samples.min())}.."
+            f"{int(run.n_samples.max())}); achieved error median {np.median(achieved):.3g}, "
+            f"max {achieved.max():.3g}; "
+            f"<= 0.125 for {share:.0%} of images (bar 80%: {'pass' if share >= 0.8 else 'FAIL'}); "
+            f"reference N={ref_n}, its own error median {np.median(ref_error):.3g}",
+            flush=True,
+        )
 
 
 def gain_table(twins: dict[str, torch.nn.Module], lite: torch.nn.Module, quick: bool, lite_pairs: int) -> None:
@@ -101,11 +116,19 @@ def gain_table(twins: dict[str, torch.nn.Module], lite: torch.nn.Module, quick: 
     rows = [(name, model, shapes, level, pairs) for name, model in twins.items() for level in (0.05, 0.15)]
     rows.append(("Lite0", lite, photos, 0.15, lite_pairs))
     for name, model, x, level, n_pairs in rows:
-        grads = torch.cat([
-            noisy_gradients(model, image[None], n_samples=2 * n_pairs, noise_level=level, sampling="antithetic",
-                            generator=generator(60 + i))
-            for i, image in enumerate(x)
-        ])
+        grads = torch.cat(
+            [
+                noisy_gradients(
+                    model,
+                    image[None],
+                    n_samples=2 * n_pairs,
+                    noise_level=level,
+                    sampling="antithetic",
+                    generator=generator(60 + i),
+                )
+                for i, image in enumerate(x)
+            ]
+        )
         cells = []
         for aggregate in AGGREGATES:
             gains = antithetic_gain(grads, aggregate)
@@ -120,8 +143,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller references and gain table (a smoke run)")
     parser.add_argument("--lite-n", type=int, default=16, help="gradients per Lite0 calibration run (even)")
     parser.add_argument("--lite-pairs", type=int, default=16, help="antithetic pairs per photo in Lite0's gain row")
-    parser.add_argument("--parts", default="1,2,3,4,5", help="which parts to run: 1 bitwise, 2 shapes calibration, "
-                        "3 adaptive, 4 gain table, 5 Lite0 calibration (comma-separated)")
+    parser.add_argument(
+        "--parts",
+        default="1,2,3,4,5",
+        help="which parts to run: 1 bitwise, 2 shapes calibration, "
+        "3 adaptive, 4 gain table, 5 Lite0 calibration (comma-separated)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     twins = {f"shapes-{a}": load_model(f"shapes-{a}", device="cpu").model for a in ("softplus", "relu")}

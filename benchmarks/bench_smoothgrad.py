@@ -84,7 +84,7 @@ def seed_loop(model: torch.nn.Module, x: torch.Tensor, target: int, sigma: float
     image = x.detach().cpu().numpy()
     total = np.zeros_like(image)
     for _ in range(N_SAMPLES):
-        noisy = torch.tensor(image + np.random.normal(0, sigma, image.shape).astype(np.float32), device=x.device)
+        noisy = torch.tensor(image + np.random.normal(0, sigma, image.shape).astype(np.float32), device=x.device)  # noqa: NPY002 (the chapter's own call)
         noisy.requires_grad_(True)
         model.zero_grad()
         model(noisy)[0, target].backward()
@@ -101,7 +101,11 @@ def captum(tunnel: NoiseTunnel, x, targets, sigma, batch: int | None, tf32: bool
 
     def attribute() -> object:
         return tunnel.attribute(
-            x, nt_type="smoothgrad", nt_samples=N_SAMPLES, nt_samples_batch_size=batch, stdevs=sigma,
+            x,
+            nt_type="smoothgrad",
+            nt_samples=N_SAMPLES,
+            nt_samples_batch_size=batch,
+            stdevs=sigma,
             target=targets.tolist(),
         )
 
@@ -286,12 +290,16 @@ def report_cuda(repeats: int, quick: bool) -> None:
                 )
             del model, x
             torch.cuda.empty_cache()
-    titles = {"fp32": "full float32 (ours default; Captum with TF32 off)", "tf32": "TF32 (ours tf32=True; Captum with TF32 on)"}
+    titles = {
+        "fp32": "full float32 (ours default; Captum with TF32 off)",
+        "tf32": "TF32 (ours tf32=True; Captum with TF32 on)",
+    }
     for precision, rows in summary.items():
         print(f"### Summary, {titles[precision]}: N = {N_SAMPLES}, 224x224, median ms\n")
         print(
             "| model, images | ours default | ours best chunk (copies) | Captum default | Captum best "
-            "(nt_samples_batch_size) | Captum best / ours default (bar >= 1.0) | ours default / ours best (bar <= 1.1) |"
+            "(nt_samples_batch_size) | Captum best / ours default (bar >= 1.0) "
+            "| ours default / ours best (bar <= 1.1) |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
         print("\n".join(rows) + "\n", flush=True)
@@ -305,7 +313,9 @@ def main() -> None:
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 7)
     card = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, device: {card}, N={N_SAMPLES}, 224x224, medians of {repeats} interleaved rounds\n")
+    print(
+        f"torch {torch.__version__}, device: {card}, N={N_SAMPLES}, 224x224, medians of {repeats} interleaved rounds\n"
+    )
     if args.device == "cuda":
         report_cuda(repeats, args.quick)
     else:

@@ -195,7 +195,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
             f"map values must lie in [0, data_range] = [0, {data_range}]: normalise them first, "
             "e.g. saliency_map(attribution, normalize='minmax'), or give the right data_range."
         )
-    return torch.tensor([structural_similarity(p, q, data_range=data_range) for p, q in zip(*arrays)])
+    return torch.tensor([structural_similarity(p, q, data_range=data_range) for p, q in zip(*arrays, strict=True)])
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -359,7 +359,7 @@ def randomize_layers(
         raise ValueError("model has no layer with parameters and reset_parameters() to randomise.")
     seeds = torch.randint(0, 2**62, (len(names),), generator=generator).tolist()
     state = model
-    for name, seed in reversed(list(zip(names, seeds))):
+    for name, seed in reversed(list(zip(names, seeds, strict=True))):
         state = copy.deepcopy(model if order == "independent" else state)
         _reinitialise(state.get_submodule(name), seed)
         yield name, copy.deepcopy(state)

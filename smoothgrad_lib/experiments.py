@@ -12,6 +12,7 @@ from torch import nn
 
 from .saliency import vanilla_gradient
 
+
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A fresh ``torch.Generator`` on ``device`` seeded with ``seed``: one per measurement, so each is reproducible alone."""
     return torch.Generator(device=device).manual_seed(seed)

@@ -68,19 +68,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--aggregate", default="abs", choices=AGGREGATES, help="how noisy gradients are combined (default: %(default)s)"
     )
     parser.add_argument(
-        "--noise-level", type=float, default=DEFAULT_NOISE_LEVEL,
+        "--noise-level",
+        type=float,
+        default=DEFAULT_NOISE_LEVEL,
         help="noise sigma as a fraction of the image's value range (default: %(default)s)",
     )
     parser.add_argument(
-        "--n-samples", type=int, metavar="N",
+        "--n-samples",
+        type=int,
+        metavar="N",
         help=f"number of noisy gradients (default: {DEFAULT_N_SAMPLES}; not with --tolerance)",
     )
     parser.add_argument(
-        "--tolerance", type=float, metavar="REL",
+        "--tolerance",
+        type=float,
+        metavar="REL",
         help=f"sample until ||stderr|| / ||mean|| <= this, in (0, 1), starting from {PILOT_SAMPLES} gradients",
     )
     parser.add_argument(
-        "--max-samples", type=int, metavar="N",
+        "--max-samples",
+        type=int,
+        metavar="N",
         help=f"cap on the number of gradients with --tolerance (default: {DEFAULT_MAX_SAMPLES})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: %(default)s)")
@@ -101,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m smoothgrad_lib.explain IMAGE [options]``."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m smoothgrad_lib.{PROG}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"python -m smoothgrad_lib.{PROG}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))
@@ -137,8 +147,16 @@ def _explain(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         estimate = smoothgrad_estimate(
-            loaded.model, x, target, n_samples=n_samples, noise_level=args.noise_level, aggregate=args.aggregate,
-            tolerance=tolerance, max_samples=max_samples, generator=generator(args.seed, device), progress=True,
+            loaded.model,
+            x,
+            target,
+            n_samples=n_samples,
+            noise_level=args.noise_level,
+            aggregate=args.aggregate,
+            tolerance=tolerance,
+            max_samples=max_samples,
+            generator=generator(args.seed, device),
+            progress=True,
         )
     for warning in caught:
         print(f"{PROG}: warning: {warning.message}", file=sys.stderr)

@@ -88,7 +88,7 @@ def predict_samples(estimate: Estimate, tolerance: float) -> torch.Tensor:
 
 
 def samples_needed(maps: torch.Tensor, n_samples: int, tolerance: float) -> np.ndarray:
-    """The N that would have reached relative error ``tolerance``, from R independent ``n_samples``-sample maps (R, B, ...).
+    """The N that would have reached relative error ``tolerance``, from R independent maps (R, B, ...) of ``n_samples``.
 
     By the 1/N law, ``n_samples * (measured error / tolerance)^2`` with the error measured by ``repeat_error``: (B,).
     """
@@ -115,19 +115,30 @@ def check_prediction(
     """
     device = images.device
     pilot = smoothgrad_estimate(
-        model, images, n_samples=pilot_n, aggregate=aggregate, noise_level=noise_level, generator=generator(seed, device)
+        model,
+        images,
+        n_samples=pilot_n,
+        aggregate=aggregate,
+        noise_level=noise_level,
+        generator=generator(seed, device),
     )
     wanted = predict_samples(pilot, tolerance).numpy()
     needed = []
     for b, image in enumerate(images):
         n = int(np.ceil(wanted[b]))
-        maps = torch.stack([
-            smoothgrad(
-                model, image[None], n_samples=n, aggregate=aggregate, noise_level=noise_level,
-                generator=generator(seed + 100 + 10 * b + r, device),
-            )
-            for r in range(runs)
-        ])
+        maps = torch.stack(
+            [
+                smoothgrad(
+                    model,
+                    image[None],
+                    n_samples=n,
+                    aggregate=aggregate,
+                    noise_level=noise_level,
+                    generator=generator(seed + 100 + 10 * b + r, device),
+                )
+                for r in range(runs)
+            ]
+        )
         needed.append(samples_needed(maps, n, tolerance)[0])
     return wanted, np.array(needed)
 

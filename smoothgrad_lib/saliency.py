@@ -65,7 +65,9 @@ class Estimate(NamedTuple):
     n_samples: torch.Tensor | int
 
 
-def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: TargetType = None, *, tf32: bool = False) -> torch.Tensor:
+def vanilla_gradient(
+    model: nn.Module, x: torch.Tensor, target: TargetType = None, *, tf32: bool = False
+) -> torch.Tensor:
     """Gradient of each image's target logit with respect to the input.
 
     Args:
@@ -172,8 +174,18 @@ def smoothgrad(
         (torch.Size([2, 3, 64, 64]), True)
     """
     return smoothgrad_estimate(
-        model, x, target, n_samples=n_samples, noise_level=noise_level, sigma=sigma, aggregate=aggregate,
-        sampling=sampling, batch_size=batch_size, generator=generator, progress=progress, tf32=tf32,
+        model,
+        x,
+        target,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        sigma=sigma,
+        aggregate=aggregate,
+        sampling=sampling,
+        batch_size=batch_size,
+        generator=generator,
+        progress=progress,
+        tf32=tf32,
     ).mean
 
 
@@ -241,7 +253,9 @@ def smoothgrad_estimate(
         >>> bool((relative <= 0.2).all()), est.n_samples.shape
         (True, torch.Size([2]))
     """
-    run = _Run.prepare(model, x, target, n_samples, noise_level, sigma, aggregate, sampling, batch_size, generator, tf32)
+    run = _Run.prepare(
+        model, x, target, n_samples, noise_level, sigma, aggregate, sampling, batch_size, generator, tf32
+    )
     if tolerance is not None:
         _check_tolerance(tolerance, max_samples, n_samples, sampling)
     n_images = run.batch.shape[0]
@@ -318,9 +332,18 @@ class _Run:
 
     @classmethod
     def prepare(
-        cls, model: nn.Module, x: torch.Tensor, target: TargetType, n_samples: int, noise_level: float | None,
-        sigma: float | None, aggregate: str, sampling: str, batch_size: int | None,
-        generator: torch.Generator | None, tf32: bool,
+        cls,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: TargetType,
+        n_samples: int,
+        noise_level: float | None,
+        sigma: float | None,
+        aggregate: str,
+        sampling: str,
+        batch_size: int | None,
+        generator: torch.Generator | None,
+        tf32: bool,
     ) -> _Run:
         _check_model(model)
         batch, single = _as_batch(x)
@@ -334,7 +357,9 @@ class _Run:
         antithetic = sampling == "antithetic"
         if antithetic and n_samples % 2:
             raise ValueError(f"antithetic sampling draws gradients in pairs: n_samples must be even, got {n_samples}.")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
         if noise_level is None and sigma is None:
             noise_level = DEFAULT_NOISE_LEVEL
@@ -468,7 +493,11 @@ class _Sums:
     def stderr(self) -> torch.Tensor:
         if self.aggregate == "vargrad":
             q = self._per_unit("q")
-            spread = self._variance("pp", "p") - 4 * q * self._variance("pq", "p", "q") + 4 * q.square() * self._variance("qq", "q")
+            spread = (
+                self._variance("pp", "p")
+                - 4 * q * self._variance("pq", "p", "q")
+                + 4 * q.square() * self._variance("qq", "q")
+            )
         else:
             spread = self._variance("uu", "u")
         k = self._units()
@@ -504,12 +533,16 @@ def _check_tolerance(tolerance: float, max_samples: int, n_samples: int, samplin
         raise ValueError(f"tolerance must be a relative error in (0, 1), e.g. 0.05; got {tolerance!r}.")
     units = n_samples // 2 if sampling == "antithetic" else n_samples
     if units < 2:
-        raise ValueError(f"tolerance needs an error estimate from at least two independent units: n_samples={n_samples} is too few.")
+        raise ValueError(
+            f"tolerance needs an error estimate from at least two independent units: n_samples={n_samples} is too few."
+        )
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < n_samples:
         raise ValueError(f"max_samples must be an int >= n_samples={n_samples}, got {max_samples!r}.")
 
 
-def _clean_forward(model: nn.Module, batch: torch.Tensor, need_logits: bool) -> tuple[torch.memory_format, torch.Tensor | None]:
+def _clean_forward(
+    model: nn.Module, batch: torch.Tensor, need_logits: bool
+) -> tuple[torch.memory_format, torch.Tensor | None]:
     """The memory layout in which the noisy copies go through ``model``, and the logits (B, K) of the clean images.
 
     The layout is channels_last (NHWC) for a convolutional model on the CPU,

@@ -28,7 +28,11 @@ def bootstrap_ci(
 
 
 def paired_bootstrap_ci(
-    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+    a: torch.Tensor | np.ndarray,
+    b: torch.Tensor | np.ndarray,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float, float]:
     """Mean difference ``a - b`` over the same images (n,), with a paired percentile-bootstrap interval."""
     first, second = _as_array(a), _as_array(b)

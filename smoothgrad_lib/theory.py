@@ -118,7 +118,7 @@ def loglog_slope(x: Sequence[float], y: Sequence[float], confidence: float = 0.9
 
 
 def running_norm(samples: torch.Tensor) -> np.ndarray:
-    """L2 norm (over all elements) of the running mean ``(1/n) sum_{i<=n} G_i`` of samples (M, ...), for n = 1..M: (M,)."""
+    """L2 norm (over all elements) of the running mean ``(1/n) sum_{i<=n} G_i`` of samples (M, ...), n = 1..M: (M,)."""
     total = torch.zeros(samples.shape[1:], dtype=torch.float64, device=samples.device)
     norms = []
     for n, sample in enumerate(samples.detach(), start=1):

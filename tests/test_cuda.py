@@ -58,7 +58,10 @@ def shapes() -> torch.Tensor:
 def deterministic(monkeypatch):
     """``torch.use_deterministic_algorithms(True)`` for one test; the caller's setting comes back afterwards."""
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it in deterministic mode
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(True)
     yield
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
@@ -137,7 +140,7 @@ def test_smoothgrad_at_the_same_noisy_points_matches_the_cpu(name, tolerance, tw
 
 @pytest.mark.parametrize("aggregate", ["abs", "raw"])
 def test_smoothgrad_means_agree_within_their_monte_carlo_error(aggregate, twins, shapes):
-    """Different generators, so different noise: ``||m_cuda - m_cpu||^2`` should be about ``||se_cuda||^2 + ||se_cpu||^2``.
+    """Different generators, so different noise: ``||m_cuda - m_cpu||^2`` is about ``||se_cuda||^2 + ||se_cpu||^2``.
 
     A device-dependent bias (TF32, a wrong noise scale) would make the ratio
     much larger than 1; 2 leaves room for the pixels' correlation.

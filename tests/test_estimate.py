@@ -1,7 +1,6 @@
 """smoothgrad_estimate: standard errors, antithetic pairs, adaptive N, and the TF32 scope of every call."""
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -17,8 +16,13 @@ SHAPE = (3, 6, 5)
 def small_cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.Softplus(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Softplus(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 5),
     ).eval()
 
 
@@ -64,7 +68,9 @@ def test_stderr_of_the_quadratic_is_the_closed_form():
 def test_antithetic_pairs_cancel_the_linear_term_of_a_quadratic():
     """For a quadratic g the noisy gradient is linear in eps: each pair's mean is exactly 2 a x, the error is 0."""
     model, x = Quadratic().eval(), images(1, seed=3)
-    estimate = smoothgrad_estimate(model, x, 0, n_samples=6, sigma=0.3, aggregate="raw", sampling="antithetic", generator=seeded())
+    estimate = smoothgrad_estimate(
+        model, x, 0, n_samples=6, sigma=0.3, aggregate="raw", sampling="antithetic", generator=seeded()
+    )
     torch.testing.assert_close(estimate.mean[0], 2 * model.a[0].detach() * x[0], rtol=1e-5, atol=1e-6)
     assert float(estimate.stderr.max()) < 1e-5
     iid = smoothgrad_estimate(model, x, 0, n_samples=6, sigma=0.3, aggregate="raw", generator=seeded())
@@ -86,7 +92,9 @@ def test_reported_stderr_matches_the_spread_over_seeds(aggregate, sampling):
     """Calibration: the mean reported stderr^2 equals the variance of the mean over 60 independent seeds (x/÷1.25)."""
     model, x = small_cnn(), images(1, seed=4)
     runs = [
-        smoothgrad_estimate(model, x, 0, n_samples=16, noise_level=0.3, aggregate=aggregate, sampling=sampling, generator=seeded(s))
+        smoothgrad_estimate(
+            model, x, 0, n_samples=16, noise_level=0.3, aggregate=aggregate, sampling=sampling, generator=seeded(s)
+        )
         for s in range(60)
     ]
     means = torch.stack([r.mean for r in runs]).double()
@@ -98,9 +106,13 @@ def test_reported_stderr_matches_the_spread_over_seeds(aggregate, sampling):
 @pytest.mark.parametrize("sampling", ["iid", "antithetic"])
 def test_batch_size_does_not_change_estimate(sampling):
     model, x = small_cnn(), images(3)
-    reference = smoothgrad_estimate(model, x, n_samples=10, aggregate="vargrad", sampling=sampling, batch_size=30, generator=seeded())
+    reference = smoothgrad_estimate(
+        model, x, n_samples=10, aggregate="vargrad", sampling=sampling, batch_size=30, generator=seeded()
+    )
     for batch_size in (1, 3, 4, None):
-        result = smoothgrad_estimate(model, x, n_samples=10, aggregate="vargrad", sampling=sampling, batch_size=batch_size, generator=seeded())
+        result = smoothgrad_estimate(
+            model, x, n_samples=10, aggregate="vargrad", sampling=sampling, batch_size=batch_size, generator=seeded()
+        )
         torch.testing.assert_close(result.mean, reference.mean, rtol=1e-5, atol=1e-8)
         torch.testing.assert_close(result.stderr, reference.stderr, rtol=1e-4, atol=1e-8)
 
@@ -108,7 +120,9 @@ def test_batch_size_does_not_change_estimate(sampling):
 def test_tolerance_stops_each_image_when_its_error_is_small_enough():
     model, x = small_cnn(), images(3)
     tolerance = 0.05
-    estimate = smoothgrad_estimate(model, x, n_samples=10, aggregate="raw", tolerance=tolerance, max_samples=5000, generator=seeded())
+    estimate = smoothgrad_estimate(
+        model, x, n_samples=10, aggregate="raw", tolerance=tolerance, max_samples=5000, generator=seeded()
+    )
     relative = estimate.stderr.flatten(1).norm(dim=1) / estimate.mean.flatten(1).norm(dim=1)
     assert bool((relative <= tolerance).all())
     assert bool((estimate.n_samples > 10).all()) and len(set(estimate.n_samples.tolist())) > 1  # independent stops
@@ -120,7 +134,9 @@ def test_tolerance_stops_each_image_when_its_error_is_small_enough():
 def test_tolerance_warns_at_max_samples():
     model, x = small_cnn(), images(1)
     with pytest.warns(UserWarning, match="max_samples=20"):
-        estimate = smoothgrad_estimate(model, x, n_samples=10, aggregate="raw", tolerance=1e-4, max_samples=20, generator=seeded())
+        estimate = smoothgrad_estimate(
+            model, x, n_samples=10, aggregate="raw", tolerance=1e-4, max_samples=20, generator=seeded()
+        )
     assert estimate.n_samples.tolist() == [20]
 
 

@@ -75,7 +75,7 @@ def test_mask_auc_equals_scikit_learn_with_ties():
     from sklearn.metrics import roc_auc_score
 
     maps, masks = random_case(3, levels=4)
-    expected = [roc_auc_score(m.flatten(), a.flatten()) for m, a in zip(masks.numpy(), maps.numpy())]
+    expected = [roc_auc_score(m.flatten(), a.flatten()) for m, a in zip(masks.numpy(), maps.numpy(), strict=True)]
     np.testing.assert_allclose(ev.mask_auc(maps, masks).numpy(), expected, rtol=1e-12)
 
 
@@ -146,9 +146,10 @@ def test_rank_correlation_equals_scipy_spearman():
 
     a, _ = random_case(7, levels=6)
     b = a + torch.randn(a.shape, generator=torch.Generator().manual_seed(0), dtype=a.dtype)
-    expected = [spearmanr(p.flatten(), q.flatten()).statistic for p, q in zip(a.numpy(), b.numpy())]
+    expected = [spearmanr(p.flatten(), q.flatten()).statistic for p, q in zip(a.numpy(), b.numpy(), strict=True)]
     np.testing.assert_allclose(ev.rank_correlation(a, b).numpy(), expected, rtol=1e-12)
-    flipped = [spearmanr(np.abs(p.flatten()), np.abs(q.flatten())).statistic for p, q in zip(a.numpy(), -b.numpy())]
+    pairs = zip(a.numpy(), -b.numpy(), strict=True)
+    flipped = [spearmanr(np.abs(p.flatten()), np.abs(q.flatten())).statistic for p, q in pairs]
     np.testing.assert_allclose(ev.rank_correlation(a, -b, absolute=True).numpy(), flipped, rtol=1e-12)
     torch.testing.assert_close(ev.rank_correlation(a, a.exp()), torch.ones(len(a), dtype=torch.float64))
     torch.testing.assert_close(ev.rank_correlation(a, -a), -torch.ones(len(a), dtype=torch.float64))
@@ -284,7 +285,7 @@ def test_randomisation_is_deterministic_and_independent_order_changes_one_layer(
     first = [m for _, m in ev.randomize_layers(model, generator=torch.Generator().manual_seed(1))]
     again = [m for _, m in ev.randomize_layers(model, generator=torch.Generator().manual_seed(1))]
     other = [m for _, m in ev.randomize_layers(model, generator=torch.Generator().manual_seed(2))]
-    assert all(torch.equal(p, q) for p, q in zip(first[-1].parameters(), again[-1].parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(first[-1].parameters(), again[-1].parameters(), strict=True))
     assert not torch.equal(first[-1][0].weight, other[-1][0].weight)
     independent = list(ev.randomize_layers(model, order="independent", generator=torch.Generator().manual_seed(1)))
     for name, randomised in independent:

@@ -35,7 +35,9 @@ def test_roughness():
 
 def test_activation_gates_match_the_preactivations():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(32, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU6(), nn.Linear(4, 2)).eval()
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(32, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU6(), nn.Linear(4, 2)
+    ).eval()
     x = torch.randn(3, *SHAPE) * 3
     gates = activation_gates(model, x)
     first = model[1](model[0](x))

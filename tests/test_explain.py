@@ -63,7 +63,19 @@ def check_figure_file(path: Path) -> None:
 def test_shapes_png_prints_classes_n_and_the_library_s_relative_error(shapes_png, tmp_path, capsys, captured_figures):
     path, shape = shapes_png
     out = tmp_path / "fig.png"
-    argv = [str(path), "--model", "shapes-relu", "--n-samples", "8", "--seed", "3", "--device", "cpu", "--out", str(out)]
+    argv = [
+        str(path),
+        "--model",
+        "shapes-relu",
+        "--n-samples",
+        "8",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert explain.main(argv) == 0
     stdout = capsys.readouterr().out
     rows = top_classes(stdout)
@@ -86,11 +98,16 @@ def test_shapes_png_prints_classes_n_and_the_library_s_relative_error(shapes_png
     bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
     assert [len(ax.images) for ax in panels] == [1, 1, 1, 1]
     assert [ax.get_title() for ax in panels] == [
-        "image", "SmoothGrad (abs), max over channels", "overlay on the greyed image", "relative error of the map",
+        "image",
+        "SmoothGrad (abs), max over channels",
+        "overlay on the greyed image",
+        "relative error of the map",
     ]
     assert all(ax.get_xlabel() == "x (pixels)" and ax.get_ylabel() == "y (pixels)" for ax in panels)
     assert [ax.get_ylabel() for ax in bars] == [
-        "logit per unit of pixel intensity", "map, min-max normalised (1 = max)", "stderr / |mean| (clipped to [0, 1])",
+        "logit per unit of pixel intensity",
+        "map, min-max normalised (1 = max)",
+        "stderr / |mean| (clipped to [0, 1])",
     ]
     shown_map = panels[1].images[0].get_array()
     assert np.allclose(shown_map, saliency_map(estimate.mean, normalize=None).numpy(), rtol=1e-5, atol=1e-8)
@@ -114,7 +131,17 @@ def test_bundled_photo_with_the_default_model(tmp_path, capsys, captured_figures
 
 def test_tolerance_stops_once_the_relative_error_is_reached(shapes_png, tmp_path, capsys):
     path, _ = shapes_png
-    argv = [str(path), "--model", "shapes-relu", "--tolerance", "0.1", "--device", "cpu", "--out", str(tmp_path / "f.png")]
+    argv = [
+        str(path),
+        "--model",
+        "shapes-relu",
+        "--tolerance",
+        "0.1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "f.png"),
+    ]
     assert explain.main(argv) == 0
     n, error = COUNT.search(capsys.readouterr().out).groups()
     assert int(n) > explain.PILOT_SAMPLES and float(error) <= 0.1
@@ -122,8 +149,19 @@ def test_tolerance_stops_once_the_relative_error_is_reached(shapes_png, tmp_path
 
 def test_max_samples_reached_is_a_one_line_warning(shapes_png, tmp_path, capsys):
     path, _ = shapes_png
-    argv = [str(path), "--model", "shapes-relu", "--tolerance", "0.001", "--max-samples", "6", "--device", "cpu",
-            "--out", str(tmp_path / "f.png")]
+    argv = [
+        str(path),
+        "--model",
+        "shapes-relu",
+        "--tolerance",
+        "0.001",
+        "--max-samples",
+        "6",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "f.png"),
+    ]
     assert explain.main(argv) == 0
     captured = capsys.readouterr()
     n, error = COUNT.search(captured.out).groups()
@@ -134,7 +172,17 @@ def test_max_samples_reached_is_a_one_line_warning(shapes_png, tmp_path, capsys)
 
 def test_a_single_sample_has_no_error_estimate(shapes_png, tmp_path, capsys):
     path, _ = shapes_png
-    argv = [str(path), "--model", "shapes-relu", "--n-samples", "1", "--device", "cpu", "--out", str(tmp_path / "f.png")]
+    argv = [
+        str(path),
+        "--model",
+        "shapes-relu",
+        "--n-samples",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "f.png"),
+    ]
     assert explain.main(argv) == 0
     assert COUNT.search(capsys.readouterr().out).groups() == ("1", "n/a")
 
@@ -142,7 +190,17 @@ def test_a_single_sample_has_no_error_estimate(shapes_png, tmp_path, capsys):
 def test_target_by_name_is_case_insensitive(shapes_png, tmp_path, capsys):
     path, shape = shapes_png
     other = next(name for name in CLASSES if name != shape)
-    argv = [str(path), "--model", "shapes-relu", "--n-samples", "2", "--device", "cpu", "--out", str(tmp_path / "f.png")]
+    argv = [
+        str(path),
+        "--model",
+        "shapes-relu",
+        "--n-samples",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "f.png"),
+    ]
     assert explain.main([*argv, "--target", other.upper()]) == 0
     assert f"explaining class {CLASSES.index(other)} '{other}' (p = " in capsys.readouterr().out
 
@@ -172,12 +230,18 @@ def offline(url, *args, **kwargs):
 
 
 ERRORS = {
-    "missing file": (["no-such-image.png", "--model", "shapes-relu"], r"'no-such-image.png' is neither a bundled photo .* nor an existing file"),
+    "missing file": (
+        ["no-such-image.png", "--model", "shapes-relu"],
+        r"'no-such-image.png' is neither a bundled photo .* nor an existing file",
+    ),
     "unreadable file": (["{text}", "--model", "shapes-relu"], r"could not read .* as an image"),
     "unknown model": (["{png}", "--model", "alexnet"], r"unknown model 'alexnet'; choose one of efficientnet-lite0"),
     "offline model": (["{png}", "--model", "resnet18"], r"could not download the pretrained weights of 'resnet18'"),
     "unknown class": (["{png}", "--model", "shapes-relu", "--target", "hexagon"], r"unknown class name 'hexagon'"),
-    "index too large": (["{png}", "--model", "shapes-relu", "--target", "4"], r"class index 4 is out of range: .*0\.\.3"),
+    "index too large": (
+        ["{png}", "--model", "shapes-relu", "--target", "4"],
+        r"class index 4 is out of range: .*0\.\.3",
+    ),
     "negative index": (["{png}", "--model", "shapes-relu", "--target", "-1"], r"class index -1 is out of range"),
     "negative noise": (["{png}", "--noise-level", "-0.1"], r"--noise-level must be a finite number >= 0"),
     "nan noise": (["{png}", "--noise-level", "nan"], r"--noise-level must be a finite number >= 0"),
@@ -215,8 +279,13 @@ def test_bad_input_is_one_line_on_stderr_with_exit_status_2(case, shapes_png, tm
 def run_module(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "smoothgrad_lib.explain", *argv], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=300, check=False,
+        [sys.executable, "-m", "smoothgrad_lib.explain", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -48,7 +48,7 @@ def test_every_method_has_the_right_shape_is_deterministic_and_leaves_model_and_
         if name == "random" or name.startswith("smoothgrad"):
             assert not torch.equal(first, method(model, x, None, torch.Generator().manual_seed(1))), name
     assert torch.equal(x, x_before)
-    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), params_before))
+    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), params_before, strict=True))
 
 
 def test_smoothgrad_aggregates_equal_the_registry_entries(twin):

@@ -31,8 +31,13 @@ class Quadratic(nn.Module):
 def small_cnn(activation: type[nn.Module] = nn.Softplus, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), activation(), nn.Conv2d(8, 8, 3, padding=1), activation(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5),
+        nn.Conv2d(3, 8, 3, padding=1),
+        activation(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        activation(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 5),
     ).eval()
 
 
@@ -156,7 +161,12 @@ def test_captum_noise_tunnel_one_sample_no_noise():
 
 @pytest.mark.parametrize(
     ("aggregate", "nt_type", "abs_flag"),
-    [("abs", "smoothgrad", True), ("raw", "smoothgrad", False), ("square", "smoothgrad_sq", False), ("vargrad", "vargrad", False)],
+    [
+        ("abs", "smoothgrad", True),
+        ("raw", "smoothgrad", False),
+        ("square", "smoothgrad_sq", False),
+        ("vargrad", "vargrad", False),
+    ],
 )
 def test_captum_noise_tunnel_agrees_in_distribution(aggregate, nt_type, abs_flag):
     """Two independent estimates differ by Monte-Carlo error only; ours vs Captum's must too."""
@@ -239,7 +249,7 @@ def test_no_side_effects_on_input_or_model():
     assert torch.equal(x.detach(), before_x) and x.requires_grad and x.grad is None
     assert not model.training
     assert [p.requires_grad for p in model.parameters()] == flags
-    for p, before in zip(model.parameters(), before_params):
+    for p, before in zip(model.parameters(), before_params, strict=True):
         assert torch.equal(p, before) and p.grad is None
 
 
@@ -296,7 +306,11 @@ BAD_CALLS = [
     (TypeError, "floating-point", lambda m, x: vanilla_gradient(m, (x * 255).to(torch.uint8))),
     (ValueError, "shape", lambda m, x: vanilla_gradient(m, x[0, 0])),
     (ValueError, "shape", lambda m, x: smoothgrad(m, x[None])),
-    (ValueError, "NaN or inf", lambda m, x: vanilla_gradient(m, x.index_put((torch.tensor(0),), torch.tensor(float("nan"))))),
+    (
+        ValueError,
+        "NaN or inf",
+        lambda m, x: vanilla_gradient(m, x.index_put((torch.tensor(0),), torch.tensor(float("nan")))),
+    ),
     (ValueError, "NaN or inf", lambda m, x: smoothgrad(m, x / 0.0)),
     (ValueError, "n_samples", lambda m, x: smoothgrad(m, x, n_samples=0)),
     (ValueError, "n_samples", lambda m, x: smoothgrad(m, x, n_samples=2.5)),

@@ -29,8 +29,11 @@ class Quadratic(nn.Module):
 def relu_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()),
-        nn.Flatten(), nn.Linear(96, 3),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()),
+        nn.Flatten(),
+        nn.Linear(96, 3),
     ).eval()
 
 
