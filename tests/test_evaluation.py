@@ -255,9 +255,9 @@ def test_curve_auc_and_aopc():
 
 
 def shapes_model() -> torch.nn.Module:
-    from smoothgrad_lib.shapes import load_shapes_model
+    from smoothgrad_lib.twins import load_twin
 
-    return load_shapes_model("relu")
+    return load_twin("relu")
 
 
 def test_cascading_randomisation_changes_the_top_layers_only_and_never_the_model():

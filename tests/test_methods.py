@@ -6,14 +6,15 @@ import torch
 from smoothgrad_lib import saliency_map, vanilla_gradient
 from smoothgrad_lib.evaluation import blur
 from smoothgrad_lib.methods import attribution_methods, smoothgrad_aggregates
-from smoothgrad_lib.shapes import load_shapes_model, make_shapes
+from smoothgrad_lib.shapes import make_shapes
+from smoothgrad_lib.twins import load_twin
 
 SHAPES_LAYER = "14"  # the last ReLU of ShapesCNN, 8x8
 
 
 @pytest.fixture(scope="module")
 def twin():
-    return load_shapes_model("relu"), make_shapes(2, seed=11).images
+    return load_twin("relu"), make_shapes(2, seed=11).images
 
 
 def test_registry_names():
@@ -67,7 +68,7 @@ def test_integrated_gradients_completeness(activation, tolerance):
     # along the path (a jump at every gate that flips), so its error falls only like 1/n: on these images
     # (predicted classes) it measured 0.02% and 0.01% for Softplus, 0.3% and 1.4% for ReLU, which is not monotone
     # in n (0.7% and 0.08% at 32 points).
-    model, x = load_shapes_model(activation), make_shapes(2, seed=11).images
+    model, x = load_twin(activation), make_shapes(2, seed=11).images
     ig = attribution_methods(gradcam_layer=SHAPES_LAYER, ig_steps=64)["integrated_gradients"]
     with torch.no_grad():
         logits = model(x)
@@ -106,7 +107,7 @@ def test_lite0_grad_cam_works_and_guided_backprop_refuses_relu6():
 
 
 def test_bad_layer_and_input():
-    model, x = load_shapes_model("relu"), make_shapes(1, seed=0).images
+    model, x = load_twin("relu"), make_shapes(1, seed=0).images
     with pytest.raises(AttributeError):
         attribution_methods(gradcam_layer="nope")["grad_cam"](model, x, None, None)
     with pytest.raises(ValueError, match="batch axis"):
