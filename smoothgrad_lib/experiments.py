@@ -16,6 +16,7 @@ from scipy import ndimage, stats
 from torch import nn
 
 from .evaluation import dilate, mask_auc, relevance_mass
+from .precision import float32_precision
 from .saliency import TargetType, _NormalStream, noise_std, resolve_target, vanilla_gradient
 
 
@@ -34,21 +35,26 @@ def gradients_at(model: nn.Module, points: torch.Tensor, target: int, batch_size
 
 
 def directional_slice(
-    model: nn.Module, x: torch.Tensor, target: int, direction: torch.Tensor, ts: torch.Tensor
+    model: nn.Module, x: torch.Tensor, target: int, direction: torch.Tensor, ts: torch.Tensor, batch_size: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The target logit ``g(x + t d)`` and its derivative ``d/dt g(x + t d) = grad g(x + t d) . d`` along a line.
 
     Args:
-        x: one image (C, H, W); direction: d, same shape; ts: the T values of t.
+        x: one image (C, H, W); direction: d, same shape; ts: the T values of t;
+        batch_size: points per forward and backward pass (bounds memory).
 
     Returns:
-        (logits (T,), directional derivatives (T,)).
+        (logits (T,), directional derivatives (T,)), each from one forward and backward pass per point.
     """
-    points = x.detach()[None] + ts.reshape(-1, 1, 1, 1).to(x) * direction[None]
-    with torch.no_grad():
-        logits = torch.cat([model(chunk)[:, target] for chunk in points.split(64)])
-    derivative = (gradients_at(model, points, target) * direction[None]).flatten(1).sum(1)
-    return logits, derivative
+    logits, derivatives = [], []
+    for chunk in ts.to(x).split(batch_size):
+        points = (x.detach()[None] + chunk.reshape(-1, 1, 1, 1) * direction[None]).requires_grad_(True)
+        with torch.enable_grad(), float32_precision():  # full float32 on CUDA, as the library's gradients
+            selected = model(points)[:, target]
+            (grads,) = torch.autograd.grad(selected.sum(), points)
+        logits.append(selected.detach())
+        derivatives.append((grads * direction[None]).flatten(1).sum(1))
+    return torch.cat(logits), torch.cat(derivatives)
 
 
 def activation_gates(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
