@@ -83,7 +83,7 @@ def activation_gates(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def gate_fractions(
     model: nn.Module, x: torch.Tensor, sigma: float, n_samples: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For one image x (C, H, W): each unit's gate at x (U,) and the fraction of N noisy copies ``x + eps`` opening it."""
+    """For one image x (C, H, W): each unit's gate at x (U,) and the share of N noisy copies ``x + eps`` opening it."""
     noise = torch.randn((n_samples, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
     clean = activation_gates(model, x[None])[0]
     noisy = torch.cat([activation_gates(model, chunk) for chunk in (x[None] + sigma * noise).split(64)])
@@ -182,7 +182,7 @@ def aggregate_samples(samples: torch.Tensor, aggregate: str, dim: int = 1) -> to
 def samples_for_reliability(
     split_half: torch.Tensor | float, n_samples: int, wanted: float = 0.9
 ) -> torch.Tensor | float:
-    """Samples an estimate needs for a reliability ``wanted``, from the split-half correlation of two N-sample estimates.
+    """Samples an estimate needs for a reliability ``wanted``, from the split-half correlation of two N-sample maps.
 
     Two independent N-sample maps correlate with r = their reliability (the
     share of their variance that is not Monte-Carlo noise). By Spearman-Brown,

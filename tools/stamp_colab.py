@@ -34,7 +34,10 @@ def install_source(url: str) -> str:
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:\n'
-        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "smoothgrad-lib @ git+{url}"], check=True)'
+        "    subprocess.run(\n"
+        f'        [sys.executable, "-m", "pip", "install", "-q", "smoothgrad-lib @ git+{url}"],\n'
+        "        check=True,\n"
+        "    )"
     )
 
 
