@@ -21,9 +21,8 @@ def _add_train_shapes(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train-shapes",
         help="retrain the shapes twins and their sha256 (deterministic; minutes on a CPU)",
-        description="Retrain the shapes twins on the CPU with deterministic algorithms; with the default recipe "
-        "this reproduces the shipped weights bit for bit. Weights are saved only if every twin passes its "
-        "accuracy bar.",
+        description="Retrain the shapes twins on the CPU with deterministic algorithms: the same machine gives the "
+        "same files bit for bit. Weights are saved only if every twin passes its accuracy bar.",
     )
     parser.add_argument(
         "--twins", nargs="+", choices=list(TWINS), default=list(TWINS), help="which twins (default: all)"

@@ -1,7 +1,7 @@
-"""Training the shapes twins, deterministically: the same seed gives bit-identical weights on the same platform.
+"""Training the shapes twins, deterministically: the same seed gives bit-identical weights on the same machine.
 
-``python -m smoothgrad_lib train-shapes`` (see :mod:`smoothgrad_lib.cli`) calls :func:`train_and_save`, which
-reproduces the shipped weights files and their sha256 when run on the CPU.
+``python -m smoothgrad_lib train-shapes`` (see :mod:`smoothgrad_lib.cli`) calls :func:`train_and_save`. Another CPU
+may run different floating-point kernels and end with different, equally accurate weights.
 """
 
 from __future__ import annotations

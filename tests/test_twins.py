@@ -28,6 +28,17 @@ def test_permuted_label_twin_is_at_chance_on_the_true_labels():
     assert abs(score - CHANCE) < 4 * (CHANCE * (1 - CHANCE) / len(FRESH.labels)) ** 0.5, score
 
 
+def test_permuted_label_twin_memorised_its_permuted_training_labels():
+    """Adebayo et al.'s randomised-label model has learnt something, just not the shapes: it fits its own labels
+    (permuted by the first ``randperm`` of a generator seeded with 0) far above chance, the true ones at chance."""
+    recipe = TWINS["relu-permuted"]
+    data = make_shapes(recipe.n_train, seed=0)
+    permuted = data.labels[torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(0))]
+    model = load_twin("relu-permuted")
+    assert accuracy(model, data._replace(labels=permuted)) > 0.6
+    assert abs(accuracy(model, data) - CHANCE) < 4 * (CHANCE * (1 - CHANCE) / recipe.n_train) ** 0.5
+
+
 def test_every_twin_ships_small_weights_matching_their_checksums():
     sums = shipped_checksums()
     assert set(sums) == {weights_name(twin) for twin in TWINS}
