@@ -217,10 +217,14 @@ def smoothgrad_estimate(
     are independent, a pair's two gradients are not. With ``K`` units per
     image and ``u_k`` a unit's mean of the aggregated quantity (``G``,
     ``|G|`` or ``G^2``), ``stderr = sqrt(s_u^2 / K)`` with ``s_u^2`` the
-    unbiased variance of the ``u_k``. For ``"vargrad"``, ``V = mean(G^2) -
-    mean(G)^2``, the error is by the delta method: ``V`` is a smooth function
-    of the unit means ``p_k = mean(G^2)`` and ``q_k = mean(G)``, so
-    ``stderr^2 = Var(p_k - 2 q_bar q_k) / K`` (it ignores ``V``'s O(1/N) bias).
+    unbiased variance of the ``u_k``. For ``"vargrad"``, ``V = p_bar - q_bar^2``
+    with the unit means ``p_k`` of ``G^2`` and ``q_k`` of ``G``, the error is
+    the jackknife over units: ``stderr^2 = (K-1)/K sum_k (V_(-k) - V_(.))^2``
+    with ``V_(-k)`` computed without unit k. ``V_(-k)`` is quadratic in
+    ``(p_k, q_k)``, so this is exact from running sums of ``q^j`` (j <= 4),
+    ``p``, ``p^2``, ``pq`` and ``pq^2``. Unlike the delta method (which keeps the
+    linear term only and underestimates at small K), the jackknife is
+    conservative in expectation (Efron-Stein); it needs K >= 3 (NaN below).
     Only running sums over units are kept: memory is set by ``batch_size``, never by N.
 
     Adaptive N. With ``tolerance``, each image first gets ``n_samples``
@@ -257,7 +261,7 @@ def smoothgrad_estimate(
         model, x, target, n_samples, noise_level, sigma, aggregate, sampling, batch_size, generator, tf32
     )
     if tolerance is not None:
-        _check_tolerance(tolerance, max_samples, n_samples, sampling)
+        _check_tolerance(tolerance, max_samples, n_samples, sampling, aggregate)
     n_images = run.batch.shape[0]
     sums = _Sums(run.batch.shape, aggregate, sampling == "antithetic")
     with tqdm(total=n_images * n_samples, unit="copy", disable=not progress) as bar:
@@ -449,7 +453,7 @@ class _Sums:
         self.units = torch.zeros(shape[0], dtype=torch.long)
         self.device: torch.device | None = None
         self.shape = shape
-        names = ("q", "p", "qq", "pp", "pq") if aggregate == "vargrad" else ("u", "uu")
+        names = ("q", "p", "qq", "pp", "pq", "qqq", "qqqq", "pqq") if aggregate == "vargrad" else ("u", "uu")
         self.sums: dict[str, torch.Tensor] = dict.fromkeys(names)  # allocated on the first chunk's device
 
     def add(self, owner: torch.Tensor, grads: torch.Tensor) -> None:
@@ -463,7 +467,9 @@ class _Sums:
             self.units[image] += len(rows) // (2 if self.paired else 1)
             if self.aggregate == "vargrad":
                 q, p = self._unit_means(rows), self._unit_means(rows.square())
-                for name, value in (("q", q), ("p", p), ("qq", q * q), ("pp", p * p), ("pq", p * q)):
+                qq = q * q
+                powers = (("q", q), ("p", p), ("qq", qq), ("pp", p * p), ("pq", p * q))
+                for name, value in (*powers, ("qqq", qq * q), ("qqqq", qq * qq), ("pqq", p * qq)):
                     self.sums[name][image] += value.sum(0)
             else:
                 u = self._unit_means({"abs": torch.abs, "square": torch.square}.get(self.aggregate, _identity)(rows))
@@ -479,11 +485,10 @@ class _Sums:
     def _units(self) -> torch.Tensor:
         return self.units.to(self.device, self.dtype).reshape(-1, *([1] * (len(self.shape) - 1)))
 
-    def _variance(self, square: str, first: str, second: str | None = None) -> torch.Tensor:
-        """Unbiased covariance over units of two summed quantities (variance when ``second`` is None)."""
-        k = self._units()
-        a, b = self._per_unit(first), self._per_unit(second or first)
-        return (self.sums[square] - k * a * b) / (k - 1)
+    def _variance(self) -> torch.Tensor:
+        """Unbiased variance of the unit values ``u_k``."""
+        k, u = self._units(), self._per_unit("u")
+        return (self.sums["uu"] - k * u * u) / (k - 1)
 
     def mean(self) -> torch.Tensor:
         if self.aggregate == "vargrad":
@@ -491,17 +496,29 @@ class _Sums:
         return self._per_unit("u")
 
     def stderr(self) -> torch.Tensor:
-        if self.aggregate == "vargrad":
-            q = self._per_unit("q")
-            spread = (
-                self._variance("pp", "p")
-                - 4 * q * self._variance("pq", "p", "q")
-                + 4 * q.square() * self._variance("qq", "q")
-            )
-        else:
-            spread = self._variance("uu", "u")
         k = self._units()
-        return torch.where(k >= 2, (spread.clamp_min(0) / k).sqrt(), math.nan)
+        if self.aggregate == "vargrad":
+            return torch.where(k >= 3, self._jackknife_vargrad().clamp_min(0).sqrt(), math.nan)
+        return torch.where(k >= 2, (self._variance().clamp_min(0) / k).sqrt(), math.nan)
+
+    def _jackknife_vargrad(self) -> torch.Tensor:
+        """Jackknife variance of ``V = p_bar - q_bar^2`` over the K units, from power sums.
+
+        With ``a_k = p_k - p_bar``, ``b_k = q_k - q_bar`` and ``d_k = a_k - 2 q_bar b_k``,
+        ``V_(-k) - V_(.) = -d_k / (K-1) - (b_k^2 - mean b^2) / (K-1)^2``; its sum of
+        squares needs the central sums of d^2, d b^2 and b^4, expanded below.
+        """
+        k, s = self._units(), self.sums
+        q, p = self._per_unit("q"), self._per_unit("p")
+        bb = s["qq"] - k * q * q
+        bbb = s["qqq"] - 3 * q * s["qq"] + 2 * k * q**3
+        bbbb = s["qqqq"] - 4 * q * s["qqq"] + 6 * q * q * s["qq"] - 3 * k * q**4
+        abb = s["pqq"] - 2 * q * s["pq"] + q * q * s["p"] - p * bb
+        dd = (s["pp"] - k * p * p) - 4 * q * (s["pq"] - k * p * q) + 4 * q * q * bb
+        dbb = abb - 2 * q * bbb
+        bb_spread = bbbb - bb * bb / k
+        m = k - 1
+        return (m / k) * (dd / m**2 + 2 * dbb / m**3 + bb_spread / m**4)
 
     def relative_error(self) -> torch.Tensor:
         """``||stderr||_2 / ||mean||_2`` per image (B,), on the CPU; inf for a zero mean with a non-zero error."""
@@ -528,13 +545,15 @@ def _more_samples(sums: _Sums, tolerance: float, max_samples: int, sampling: str
     return torch.where(error > tolerance, extra, 0).clamp_min(0)
 
 
-def _check_tolerance(tolerance: float, max_samples: int, n_samples: int, sampling: str) -> None:
+def _check_tolerance(tolerance: float, max_samples: int, n_samples: int, sampling: str, aggregate: str) -> None:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be a relative error in (0, 1), e.g. 0.05; got {tolerance!r}.")
     units = n_samples // 2 if sampling == "antithetic" else n_samples
-    if units < 2:
+    needed = 3 if aggregate == "vargrad" else 2
+    if units < needed:
         raise ValueError(
-            f"tolerance needs an error estimate from at least two independent units: n_samples={n_samples} is too few."
+            f"tolerance needs an error estimate from at least {needed} independent units (gradients, or antithetic "
+            f"pairs) for aggregate={aggregate!r}: n_samples={n_samples} is too few."
         )
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < n_samples:
         raise ValueError(f"max_samples must be an int >= n_samples={n_samples}, got {max_samples!r}.")

@@ -86,6 +86,34 @@ def test_noisy_gradients_come_in_antithetic_pairs():
     assert not torch.allclose(grads[0], grads[2])
 
 
+@pytest.mark.parametrize(("sampling", "n_samples"), [("iid", 7), ("antithetic", 8)])
+def test_vargrad_stderr_is_the_leave_one_unit_out_jackknife(sampling, n_samples):
+    """The closed form from power sums equals the jackknife computed by dropping each unit in turn."""
+    model, x = small_cnn(), images(1, seed=5)
+    kwargs = dict(n_samples=n_samples, noise_level=0.3, sampling=sampling)
+    estimate = smoothgrad_estimate(model, x, 0, aggregate="vargrad", **kwargs, generator=seeded(2))
+    grads = noisy_gradients(model, x, 0, **kwargs, generator=seeded(2))[0].double()
+    units = grads.unflatten(0, (-1, 2)) if sampling == "antithetic" else grads[:, None]
+    k = len(units)
+    left_out = []
+    for drop in range(k):
+        kept = torch.cat([units[:drop], units[drop + 1 :]]).flatten(0, 1)
+        left_out.append(kept.square().mean(0) - kept.mean(0).square())
+    left_out = torch.stack(left_out)
+    jackknife = ((k - 1) / k * (left_out - left_out.mean(0)).square().sum(0)).sqrt()
+    torch.testing.assert_close(estimate.stderr[0].double(), jackknife, rtol=1e-4, atol=1e-9)
+
+
+def test_vargrad_stderr_needs_three_units():
+    """Two iid gradients leave one gradient out: each left-out variance is 0, so the jackknife would say 0."""
+    model, x = small_cnn(), images(1)
+    two = smoothgrad_estimate(model, x, 0, n_samples=2, aggregate="vargrad", generator=seeded())
+    three = smoothgrad_estimate(model, x, 0, n_samples=3, aggregate="vargrad", generator=seeded())
+    assert bool(two.stderr.isnan().all()) and bool((three.stderr > 0).any())
+    with pytest.raises(ValueError, match="at least 3 independent units"):
+        smoothgrad_estimate(model, x, 0, n_samples=4, aggregate="vargrad", sampling="antithetic", tolerance=0.1)
+
+
 @pytest.mark.parametrize("sampling", ["iid", "antithetic"])
 @pytest.mark.parametrize("aggregate", AGGREGATES)
 def test_reported_stderr_matches_the_spread_over_seeds(aggregate, sampling):
@@ -156,7 +184,7 @@ BAD = [
     (ValueError, "tolerance must be", dict(tolerance=0.0)),
     (ValueError, "tolerance must be", dict(tolerance=1.5)),
     (ValueError, "max_samples must be", dict(n_samples=50, tolerance=0.1, max_samples=10)),
-    (ValueError, "at least two independent units", dict(n_samples=2, sampling="antithetic", tolerance=0.1)),
+    (ValueError, "at least 2 independent units", dict(n_samples=2, sampling="antithetic", tolerance=0.1)),
     (ValueError, "not both", dict(noise_level=0.15, sigma=0.1)),
     (ValueError, "not both", dict(noise_level=0.2, sigma=0.1)),
 ]
