@@ -17,7 +17,7 @@ from torch import nn
 
 from .evaluation import dilate, mask_auc, relevance_mass
 from .precision import float32_precision
-from .saliency import TargetType, _NormalStream, noise_std, resolve_target, vanilla_gradient
+from .saliency import TargetType, _NormalStream, noise_std, noisy_gradients, resolve_target, vanilla_gradient
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -229,6 +229,43 @@ def noisy_ranks(
             chosen = logits.gather(1, classes[owner][:, None])
             ranks.append((logits > chosen).sum(1))
     return torch.cat(ranks).reshape(len(batch), n_samples)
+
+
+def noisy_gradients_and_ranks(
+    model: nn.Module, x: torch.Tensor, target: TargetType = None, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``noisy_gradients(model, x, target, **kwargs)`` and, from the same forward passes, the rank of the target.
+
+    Returns (gradients (B, N, C, H, W), ranks (B, N) long, 0 = top-1): the
+    rank of the target class among the logits of each noisy copy that the
+    gradients are taken at, as ``noisy_ranks`` gives it for the same noise, at
+    no extra forward pass. (N, C, H, W) and (N,) for a single image (C, H, W).
+    The logits are recorded by a forward hook on ``model`` (the noisy copies
+    are the calls with gradients enabled).
+    """
+    recorded: list[torch.Tensor] = []
+
+    def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and inputs[0].requires_grad:
+            recorded.append(output.detach())
+
+    handle = model.register_forward_hook(record)
+    try:
+        grads = noisy_gradients(model, x, target, **kwargs)
+    finally:
+        handle.remove()
+    batch = x.detach()[None] if x.ndim == 3 else x.detach()
+    logits = torch.cat(recorded)
+    if target is None:
+        with torch.no_grad():
+            clean = model(batch)
+        classes = resolve_target(None, *clean.shape, predicted=clean)
+    else:
+        classes = resolve_target(target, len(batch), logits.shape[1])
+    logits = logits.reshape(len(batch), -1, logits.shape[1])
+    chosen = logits.gather(2, classes.to(logits.device)[:, None, None].expand(-1, logits.shape[1], 1))
+    ranks = (logits > chosen).sum(2)
+    return grads, (ranks[0] if x.ndim == 3 else ranks)
 
 
 def accuracy(

@@ -21,6 +21,7 @@ from smoothgrad_lib.experiments import (
     increment_scaling,
     localisation,
     neighbour_difference,
+    noisy_gradients_and_ranks,
     noisy_ranks,
     relative_change,
     running_mean,
@@ -149,6 +150,24 @@ def test_noisy_ranks_and_accuracy():
     assert accuracy(model, x, torch.tensor([2, 0]), noise_level=0.1, n_samples=4, generator=generator(0)) == 0.5
     with pytest.raises(ValueError, match="n_samples"):
         noisy_ranks(model, x, 0, n_samples=0, noise_level=0.1)
+
+
+def test_noisy_gradients_and_ranks_match_the_separate_calls():
+    model = load_model("shapes-relu", device="cpu").model
+    x = make_shapes(3, seed=1).images
+    labels = make_shapes(3, seed=1).labels
+    for target in (None, labels):
+        grads, ranks = noisy_gradients_and_ranks(
+            model, x, target, n_samples=5, noise_level=0.3, generator=generator(4), batch_size=4
+        )
+        expected = noisy_gradients(model, x, target, n_samples=5, noise_level=0.3, generator=generator(4))
+        assert grads.shape == expected.shape and relative_change(grads, expected).max() < 1e-5
+        separate = noisy_ranks(model, x, target, n_samples=5, noise_level=0.3, generator=generator(4))
+        assert ranks.shape == (3, 5) and torch.equal(ranks, separate)
+    one_grads, one_ranks = noisy_gradients_and_ranks(model, x[0], 0, n_samples=4, noise_level=0.0)
+    assert one_grads.shape == (4, *x.shape[1:]) and one_ranks.shape == (4,)
+    assert (one_ranks == noisy_ranks(model, x[0], 0, n_samples=4, noise_level=0.0)[0]).all()
+    assert not model._forward_hooks  # the hook is removed
 
 
 def test_far_share_and_localisation_by_hand():
