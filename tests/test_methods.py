@@ -1,11 +1,16 @@
-"""smoothgrad_lib.methods: shapes, determinism, Captum's completeness, and the ReLU6 guard of Guided Backprop."""
+"""smoothgrad_lib.methods: shapes, determinism, Captum's completeness, the ReLU6 guard of Guided Backprop, and
+all_attributions against the functions it stands for."""
+
+import copy
 
 import pytest
 import torch
+from torch import nn
 
-from smoothgrad_lib import saliency_map, vanilla_gradient
+from smoothgrad_lib import saliency_map, smoothgrad, vanilla_gradient
 from smoothgrad_lib.evaluation import blur
-from smoothgrad_lib.methods import attribution_methods, smoothgrad_aggregates
+from smoothgrad_lib.methods import FAMILIES, all_attributions, attribution_methods, smoothgrad_aggregates
+from smoothgrad_lib.saliency import AGGREGATES
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import load_twin
 
@@ -112,3 +117,93 @@ def test_bad_layer_and_input():
         attribution_methods(gradcam_layer="nope")["grad_cam"](model, x, None, None)
     with pytest.raises(ValueError, match="batch axis"):
         attribution_methods(gradcam_layer=SHAPES_LAYER)["gradient_x_input"](model, x[0], None, None)
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+def test_all_attributions_smoothgrad_entries_are_smoothgrad_with_the_documented_seeds(twin):
+    # Level k draws its noise from seed + 1 + k: four aggregates from one gradient set at 0.2, |G| alone at 0.1.
+    model, x = twin
+    levels = {0.2: AGGREGATES, 0.1: ("abs",)}
+    out = all_attributions(model, x, None, gradcam_layer=SHAPES_LAYER, seed=5, levels=levels, n_samples=6, batch_size=5)
+    names = [name for name in out if name.startswith("smoothgrad")]
+    assert names == [f"smoothgrad_{a}_0.2" for a in AGGREGATES] + ["smoothgrad_abs_0.1"]
+    for k, (level, aggregates) in enumerate(levels.items()):
+        for aggregate in aggregates:
+            alone = smoothgrad(
+                model,
+                x,
+                n_samples=6,
+                noise_level=level,
+                aggregate=aggregate,
+                generator=torch.Generator().manual_seed(6 + k),
+            )
+            torch.testing.assert_close(out[f"smoothgrad_{aggregate}_{level:g}"], alone, rtol=1e-5, atol=1e-7)
+    other_seed = all_attributions(model, x, gradcam_layer=SHAPES_LAYER, seed=6, levels=levels, n_samples=6)
+    assert not torch.allclose(other_seed["smoothgrad_abs_0.2"], out["smoothgrad_abs_0.2"])
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+def test_all_attributions_equal_the_registry_in_any_chunks_and_leave_model_and_x_alone(twin):
+    model, x = twin
+    x_before, params_before = x.clone(), [p.clone() for p in model.parameters()]
+    target = torch.tensor([2, 0])
+    kwargs = {"gradcam_layer": SHAPES_LAYER, "seed": 3, "levels": {}, "ig_steps": 4}
+    one_at_a_time = all_attributions(model, x, target, batch_size=1, **kwargs)
+    together = all_attributions(model, x, target, **kwargs)
+    assert list(one_at_a_time) == [name for name in FAMILIES if name != "smoothgrad"]
+    registry = attribution_methods(gradcam_layer=SHAPES_LAYER, ig_steps=4)
+    for name, value in together.items():
+        generator = torch.Generator().manual_seed(3) if name == "random" else None
+        expected = registry[name](model, x, target, generator)
+        torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(one_at_a_time[name], expected, rtol=1e-4, atol=1e-6, msg=name)
+        assert value.is_contiguous() and not value.requires_grad, name
+    torch.testing.assert_close(together["vanilla"], vanilla_gradient(model, x, target))
+    assert torch.equal(x, x_before)
+    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), params_before, strict=True))
+
+
+def test_all_attributions_resolves_the_predicted_class_once_for_every_method(twin):
+    model, x = twin
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    kwargs = {
+        "gradcam_layer": SHAPES_LAYER,
+        "levels": {0.15: ("raw",)},
+        "n_samples": 3,
+        "methods": ("vanilla", "smoothgrad"),
+    }
+    for name, value in all_attributions(model, x, None, **kwargs).items():
+        torch.testing.assert_close(value, all_attributions(model, x, predicted, **kwargs)[name], msg=name)
+
+
+def test_all_attributions_leaves_guided_backprop_out_of_a_relu6_model(twin):
+    model, x = twin
+    relu6 = copy.deepcopy(model)
+    for index, module in enumerate(relu6):
+        if isinstance(module, nn.ReLU):
+            relu6[index] = nn.ReLU6()
+    relu6.eval()
+    out = all_attributions(relu6, x, gradcam_layer=SHAPES_LAYER, levels={}, ig_steps=2)
+    assert "guided_backprop" not in out and list(out) == [
+        f for f in FAMILIES if f not in ("smoothgrad", "guided_backprop")
+    ]
+    with pytest.raises(ValueError, match="ReLU6"):
+        all_attributions(relu6, x, gradcam_layer=SHAPES_LAYER, methods=("guided_backprop",))
+
+
+def test_all_attributions_rejects_bad_arguments(twin):
+    model, x = twin
+    with pytest.raises(ValueError, match="unknown methods"):
+        all_attributions(model, x, gradcam_layer=SHAPES_LAYER, methods=("vanilla", "saliency"))
+    with pytest.raises(TypeError, match="not a string"):
+        all_attributions(model, x, gradcam_layer=SHAPES_LAYER, methods="vanilla")
+    for levels in ({0.1: ("abs", "abs")}, {0.1: ("mean",)}, {0.1: ()}):
+        with pytest.raises(ValueError, match="distinct aggregates"):
+            all_attributions(model, x, gradcam_layer=SHAPES_LAYER, levels=levels)
+    with pytest.raises(ValueError, match="batch_size"):
+        all_attributions(model, x, gradcam_layer=SHAPES_LAYER, batch_size=0)
+    with pytest.raises(ValueError, match="batch axis"):
+        all_attributions(model, x[0], gradcam_layer=SHAPES_LAYER)
+    with pytest.raises(ValueError):
+        all_attributions(model, x, 7, gradcam_layer=SHAPES_LAYER, methods=("vanilla",))  # the twins have 4 classes
