@@ -22,6 +22,7 @@ from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Lay
 from torch import nn
 
 from .evaluation import blur
+from .experiments import aggregate_samples
 from .saliency import (
     AGGREGATES,
     TargetType,
@@ -265,14 +266,8 @@ def smoothgrad_aggregates(
     """
     grads = noisy_gradients(
         model, x, target, n_samples=n_samples, noise_level=noise_level, batch_size=batch_size, generator=generator
-    ).double()
-    aggregates = {
-        "abs": grads.abs().mean(1),
-        "square": grads.square().mean(1),
-        "raw": grads.mean(1),
-        "vargrad": grads.var(1, correction=0),
-    }
-    return {name: value.to(x.dtype) for name, value in aggregates.items()}
+    )
+    return {name: aggregate_samples(grads, name) for name in AGGREGATES}
 
 
 def _vanilla(model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None) -> torch.Tensor:
