@@ -17,13 +17,20 @@ RUN = $(shell $(PYTHON) tools/scratch.py)
 
 venv: $(STAMP)
 
+# pip byte-compiles every file it installs unless told not to: a minute here, mostly torch's many modules that no
+# command imports. Instead, the modules the notebooks and tests import are compiled once by importing them (with
+# bytecode writing on, whatever the caller's PYTHONDONTWRITEBYTECODE); anything else compiles on first use.
+WARM_IMPORTS := import smoothgrad_lib.methods, smoothgrad_lib.evaluation, smoothgrad_lib.explain, \
+	efficientnet_lite_pytorch, matplotlib.pyplot, sklearn.metrics, quantus, nbval.plugin, nbconvert, nbclient, ipykernel.kernelapp, pytest, yaml
+
 $(STAMP): pyproject.toml requirements.lock
 	@echo "==> setting up $(VENV) from requirements.lock (first time: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "ERROR: could not create $(VENV) with $(PYTHON); install python3-venv or set PYTHON=..."; exit 1; }
-	$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements.lock \
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off --no-compile -r requirements.lock \
 		|| { echo "ERROR: pip could not install requirements.lock (see above)"; exit 1; }
 	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . \
 		|| { echo "ERROR: could not install smoothgrad_lib itself (see above)"; exit 1; }
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -c "$(WARM_IMPORTS)"
 	@touch $(STAMP)
 	@echo "==> $(VENV) ready"
 

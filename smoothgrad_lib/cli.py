@@ -29,6 +29,9 @@ def _add_train_shapes(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--epochs", type=int, help="passes over the training images (default: each twin's recipe)")
     parser.add_argument("--n-train", type=int, help="training images (default: each twin's recipe)")
+    parser.add_argument(
+        "--n-held-out", type=int, default=2000, help="held-out images for the accuracy bar (default: 2000)"
+    )
     parser.add_argument("--out", type=Path, help="folder for the weights and sha256.json (default: the package's)")
     parser.set_defaults(run=_train_shapes)
 
@@ -36,7 +39,7 @@ def _add_train_shapes(commands: argparse._SubParsersAction) -> None:
 def _train_shapes(args: argparse.Namespace) -> None:
     torch.use_deterministic_algorithms(True)
     out = Path(str(WEIGHTS)) if args.out is None else args.out
-    train_and_save(args.twins, out, n_train=args.n_train, epochs=args.epochs)
+    train_and_save(args.twins, out, n_train=args.n_train, epochs=args.epochs, n_held_out=args.n_held_out)
 
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from smoothgrad_lib.cli import main
 from smoothgrad_lib.train import train
 from smoothgrad_lib.twins import load_twin, shipped_checksums, weights_name
 
-QUICK = {"n_train": 100, "epochs": 1}
+QUICK = {"n_train": 100, "epochs": 1, "n_held_out": 100}
 
 
 def test_training_leaves_the_global_random_state_alone_and_does_not_depend_on_it():
@@ -29,8 +29,10 @@ def test_training_leaves_the_global_random_state_alone_and_does_not_depend_on_it
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown shapes twin 'tanh'"):
         train("tanh")
-    with pytest.raises(ValueError, match="need n_train >= 1 and epochs >= 1, got n_train=0, epochs=1"):
+    with pytest.raises(ValueError, match="need n_train, epochs and n_held_out >= 1, got n_train=0, epochs=1"):
         train("relu", n_train=0, epochs=1)
+    with pytest.raises(ValueError, match="n_held_out=0"):
+        train("relu", n_held_out=0)
 
 
 def test_command_saves_nothing_when_a_twin_misses_its_bar(tmp_path, caplog):
@@ -46,6 +48,8 @@ def test_command_saves_nothing_when_a_twin_misses_its_bar(tmp_path, caplog):
                 "1",
                 "--n-train",
                 "200",
+                "--n-held-out",
+                "200",
                 "--out",
                 str(tmp_path),
             ]
@@ -56,7 +60,10 @@ def test_command_saves_nothing_when_a_twin_misses_its_bar(tmp_path, caplog):
 
 def test_command_saves_a_twin_without_a_bar_and_merges_its_checksum(tmp_path):
     (tmp_path / "sha256.json").write_text(json.dumps({"shapes-relu.pt": "kept"}))
-    main(["train-shapes", "--twins", "relu-permuted", "--epochs", "1", "--n-train", "200", "--out", str(tmp_path)])
+    main(
+        ["train-shapes", "--twins", "relu-permuted", "--epochs", "1", "--n-train", "200", "--n-held-out", "100"]
+        + ["--out", str(tmp_path)]
+    )
     saved = tmp_path / weights_name("relu-permuted")
     sums = json.loads((tmp_path / "sha256.json").read_text())
     assert sums["shapes-relu.pt"] == "kept" and sums[saved.name] != shipped_checksums()[saved.name]
