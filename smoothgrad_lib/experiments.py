@@ -240,29 +240,16 @@ def noisy_gradients_and_ranks(
     rank of the target class among the logits of each noisy copy that the
     gradients are taken at, as ``noisy_ranks`` gives it for the same noise, at
     no extra forward pass. (N, C, H, W) and (N,) for a single image (C, H, W).
-    The logits are recorded by a forward hook on ``model`` (the noisy copies
-    are the calls with gradients enabled).
     """
-    recorded: list[torch.Tensor] = []
-
-    def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if torch.is_grad_enabled() and inputs[0].requires_grad:
-            recorded.append(output.detach())
-
-    handle = model.register_forward_hook(record)
-    try:
-        grads = noisy_gradients(model, x, target, **kwargs)
-    finally:
-        handle.remove()
+    grads, logits = noisy_gradients(model, x, target, return_logits=True, **kwargs)
     batch = x.detach()[None] if x.ndim == 3 else x.detach()
-    logits = torch.cat(recorded)
+    logits = logits[None] if x.ndim == 3 else logits
     if target is None:
         with torch.no_grad():
             clean = model(batch)
         classes = resolve_target(None, *clean.shape, predicted=clean)
     else:
-        classes = resolve_target(target, len(batch), logits.shape[1])
-    logits = logits.reshape(len(batch), -1, logits.shape[1])
+        classes = resolve_target(target, len(batch), logits.shape[2])
     chosen = logits.gather(2, classes.to(logits.device)[:, None, None].expand(-1, logits.shape[1], 1))
     ranks = (logits > chosen).sum(2)
     return grads, (ranks[0] if x.ndim == 3 else ranks)

@@ -267,7 +267,7 @@ def smoothgrad_estimate(
     with tqdm(total=n_images * n_samples, unit="copy", disable=not progress) as bar:
         counts = torch.full((n_images,), n_samples, dtype=torch.long)
         while int(counts.sum()):
-            for owner, grads in run.gradients(counts):
+            for owner, grads, _ in run.gradients(counts):
                 sums.add(owner, grads)
                 bar.update(len(owner))
             counts = _more_samples(sums, tolerance, max_samples, sampling) if tolerance is not None else counts * 0
@@ -297,7 +297,8 @@ def noisy_gradients(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     tf32: bool = False,
-) -> torch.Tensor:
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The individual noisy gradients ``G_i`` that ``smoothgrad`` aggregates.
 
     Same arguments and the same noise as ``smoothgrad`` (with the same
@@ -306,16 +307,25 @@ def noisy_gradients(
     image; with antithetic sampling, samples ``2k`` and ``2k + 1`` are a pair
     ``(eps, -eps)``. Memory grows with ``n_samples``: this is for experiments
     on the distribution of ``G_i``, not for computing maps.
+
+    With ``return_logits=True``, returns ``(gradients, logits)``: also the
+    model's logits at each noisy copy, (B, N, K) or (N, K), from the forward
+    passes the gradients are taken through (no extra pass).
     """
     run = _Run.prepare(model, x, target, n_samples, noise_level, sigma, "raw", sampling, batch_size, generator, tf32)
-    n_images = run.batch.shape[0]
-    out = torch.empty((n_images * n_samples, *run.batch.shape[1:]), dtype=run.batch.dtype, device=run.batch.device)
+    n_images, shape = run.batch.shape[0], run.batch.shape[1:]
+    out = torch.empty((n_images * n_samples, *shape), dtype=run.batch.dtype, device=run.batch.device)
+    logits = []
     start = 0
-    for owner, grads in run.gradients(torch.full((n_images,), n_samples, dtype=torch.long)):
+    for owner, grads, chunk_logits in run.gradients(torch.full((n_images,), n_samples, dtype=torch.long)):
         out[start : start + len(owner)] = grads
+        logits.append(chunk_logits)
         start += len(owner)
-    out = out.reshape(n_images, n_samples, *run.batch.shape[1:])
-    return out[0] if run.single else out
+    out = out.reshape(n_images, n_samples, *shape)
+    if not return_logits:
+        return out[0] if run.single else out
+    all_logits = torch.cat(logits).reshape(n_images, n_samples, -1)
+    return (out[0], all_logits[0]) if run.single else (out, all_logits)
 
 
 @dataclass
@@ -386,10 +396,10 @@ class _Run:
         noise = _NormalStream(batch[0].shape, generator, batch.device, batch.dtype)
         return cls(model, batch, single, stdev, classes, target, antithetic, step, layout, noise, tf32)
 
-    def gradients(self, counts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def gradients(self, counts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Gradients at ``counts[b]`` new noisy copies of each image b, image by image, in chunks of ``step``.
 
-        Yields (owner (n,), gradients (n, C, H, W)) per chunk; copies of one
+        Yields (owner (n,), gradients (n, C, H, W), logits (n, K), detached) per chunk; copies of one
         image are contiguous and, for antithetic sampling, come in pairs
         ``x + eps, x - eps``.
         """
@@ -402,16 +412,16 @@ class _Run:
             else:
                 noise = self.noise.take(len(owner))
             noisy = (self.batch[owner] + self.stdev[owner] * noise).contiguous(memory_format=self.layout)
-            yield owner, self._input_gradient(noisy.requires_grad_(True), owner)
+            yield owner, *self._input_gradient(noisy.requires_grad_(True), owner)
 
-    def _input_gradient(self, noisy: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    def _input_gradient(self, noisy: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with float32_precision(self.tf32), torch.enable_grad():
             logits = _logits(self.model, noisy)
             if self.classes is None:
                 self.classes = resolve_target(self.target, self.batch.shape[0], logits.shape[1]).to(logits.device)
             selected = logits.gather(1, self.classes[owner][:, None]).sum()
             (grads,) = torch.autograd.grad(selected, noisy)
-        return grads
+        return grads, logits.detach()
 
 
 class _NormalStream:

@@ -364,3 +364,22 @@ def test_noisy_gradients_are_what_smoothgrad_aggregates():
     assert noisy_gradients(model, x[0], n_samples=3).shape == (3, *SHAPE)
     with pytest.raises(ValueError, match="n_samples"):
         noisy_gradients(model, x, n_samples=0)
+
+
+def test_noisy_gradients_return_the_logits_of_the_copies_they_differentiate():
+    # Quadratic: G_i = 2 a_t (x + eps_i), so each noisy copy is G_i / (2 a_t) and its logits are known.
+    model, x, targets = Quadratic().eval(), images(2), torch.tensor([2, 0])
+    grads, logits = noisy_gradients(
+        model, x, targets, n_samples=5, noise_level=0.2, batch_size=3, generator=seeded(5), return_logits=True
+    )
+    assert logits.shape == (2, 5, 3) and not logits.requires_grad
+    copies = grads / (2 * model.a[targets][:, None])
+    with torch.no_grad():
+        expected = model(copies.flatten(0, 1)).reshape(2, 5, 3)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        grads, noisy_gradients(model, x, targets, n_samples=5, noise_level=0.2, generator=seeded(5))
+    )
+    one_grads, one_logits = noisy_gradients(model, x[0], 1, n_samples=2, noise_level=0.0, return_logits=True)
+    assert one_grads.shape == (2, *SHAPE) and one_logits.shape == (2, 3)
+    torch.testing.assert_close(one_logits, model(x[:1]).detach().expand(2, 3))
