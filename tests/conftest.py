@@ -60,21 +60,60 @@ def linear_model() -> Callable[..., nn.Module]:
 
 @pytest.fixture
 def small_cnn() -> Callable[..., nn.Module]:
-    """``small_cnn(activation=nn.Softplus, seed=0)``: two 3x3 convolutions (8 channels), pooling to 2x2, 5 logits."""
+    """``small_cnn(activation=nn.Softplus, seed=0, second_activation=None)``: two 3x3 convolutions (8 channels),
+    pooling to 2x2, 5 logits. ``second_activation`` (default: ``activation``) follows the second convolution.
+    """
 
-    def make(activation: type[nn.Module] = nn.Softplus, seed: int = 0) -> nn.Module:
+    def make(
+        activation: type[nn.Module] = nn.Softplus, seed: int = 0, second_activation: type[nn.Module] | None = None
+    ) -> nn.Module:
         return _built_with_seed(
             seed,
             lambda: nn.Sequential(
                 nn.Conv2d(3, 8, 3, padding=1),
                 activation(),
                 nn.Conv2d(8, 8, 3, padding=1),
-                activation(),
+                (second_activation or activation)(),
                 nn.AdaptiveAvgPool2d(2),
                 nn.Flatten(),
                 nn.Linear(32, 5),
             ),
         )
+
+    return make
+
+
+class Quadratic(nn.Module):
+    """logit_k(x) = sum over pixels of a_k x^2 (+ b_k x): d logit_k / dx = 2 a_k x (+ b_k), linear in x.
+
+    So the noisy gradient 2 a_k (x + eps) (+ b_k) is linear in the noise: every SmoothGrad aggregate has a closed
+    form, and the smoothed gradient equals the gradient for any sigma.
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.a = nn.Parameter(a)
+        self.b = None if b is None else nn.Parameter(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.einsum("kchw,bchw->bk", self.a, x.square())
+        return logits if self.b is None else logits + torch.einsum("kchw,bchw->bk", self.b, x)
+
+
+@pytest.fixture
+def quadratic_model() -> Callable[..., Quadratic]:
+    """``quadratic_model(n_classes=3, shape=SHAPE, seed=1, linear_seed=None)``: a ``Quadratic`` in eval mode.
+
+    Its coefficients ``a`` (n_classes, *shape) are standard normal from ``seeded(seed)``; with ``linear_seed`` it
+    also has a linear term ``b`` of the same shape from ``seeded(linear_seed)``, else ``b`` is None.
+    """
+
+    def make(
+        n_classes: int = 3, shape: tuple[int, ...] = SHAPE, seed: int = 1, linear_seed: int | None = None
+    ) -> Quadratic:
+        a = torch.randn(n_classes, *shape, generator=_seeded(seed))
+        b = None if linear_seed is None else torch.randn(n_classes, *shape, generator=_seeded(linear_seed))
+        return Quadratic(a, b).eval()
 
     return make
 

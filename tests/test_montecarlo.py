@@ -10,30 +10,16 @@ from smoothgrad_lib import Estimate, noisy_gradients, smoothgrad_estimate
 from smoothgrad_lib import montecarlo as mc
 
 
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-class Quadratic(nn.Module):
-    """logit_k(x) = sum of a_k * x^2: G = 2 a_k (x + eps), linear in the noise."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.randn(2, 3, 4, 4, generator=seeded(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("kchw,bchw->bk", self.a, x.square())
-
-
-def small_cnn() -> nn.Module:
+def tiny_cnn() -> nn.Module:
+    """A ReLU convolution and a linear layer for (3, 4, 4) images, 3 logits (not conftest's ``small_cnn``)."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).eval()
 
 
 @pytest.mark.parametrize("sampling", ["iid", "antithetic"])
 @pytest.mark.parametrize("aggregate", ["raw", "abs", "square"])
-def test_estimate_from_gradients_matches_the_library(aggregate, sampling):
-    model, x = small_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(2))
+def test_estimate_from_gradients_matches_the_library(aggregate, sampling, seeded):
+    model, x = tiny_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(2))
     kwargs = dict(n_samples=12, noise_level=0.3, sampling=sampling)
     grads = noisy_gradients(model, x, 0, **kwargs, generator=seeded(3))
     library = smoothgrad_estimate(model, x, 0, **kwargs, aggregate=aggregate, generator=seeded(3))
@@ -59,9 +45,9 @@ def test_snr_map_is_the_shown_channels_ratio():
         mc.snr_map(mean[0], stderr[0])
 
 
-def test_snr_of_the_quadratic_is_its_closed_form():
+def test_snr_of_the_quadratic_is_its_closed_form(quadratic_model, seeded):
     """raw: mean 2a(x) and stderr 2|a| sigma / sqrt(N), so SNR = |x| sqrt(N) / sigma per element."""
-    model, x = Quadratic().eval(), torch.rand(1, 3, 4, 4, generator=seeded(4)) + 0.5
+    model, x = quadratic_model(2, shape=(3, 4, 4)), torch.rand(1, 3, 4, 4, generator=seeded(4)) + 0.5
     n, sigma = 2000, 0.5
     estimate = smoothgrad_estimate(model, x, 0, n_samples=n, sigma=sigma, aggregate="raw", generator=seeded(5))
     channel = estimate.mean.abs().argmax(1, keepdim=True)
@@ -70,7 +56,7 @@ def test_snr_of_the_quadratic_is_its_closed_form():
     assert 0.9 < float(ratio.min()) and float(ratio.max()) < 1.1
 
 
-def test_predict_samples_on_a_gaussian_case():
+def test_predict_samples_on_a_gaussian_case(seeded):
     """Draws m + s z per element: the relative error at N is ||s|| / (||m|| sqrt(N)); the pilot predicts that N."""
     generator = seeded(6)
     signal, spread = torch.randn(1, 1, 3, 20, 20, generator=generator), 2.0
@@ -94,7 +80,7 @@ def test_predict_samples_gives_inf_for_pure_noise():
         mc.predict_samples(estimate, 1.5)
 
 
-def test_error_against_reference_removes_the_reference_noise():
+def test_error_against_reference_removes_the_reference_noise(seeded):
     generator = seeded(7)
     truth = torch.randn(1, 3000, generator=generator)
     reference = Estimate(truth + 0.5 * torch.randn(1, 3000, generator=generator), torch.full((1, 3000), 0.5), 1)
@@ -103,9 +89,9 @@ def test_error_against_reference_removes_the_reference_noise():
     assert abs(float(mc.error_against_reference(run, reference)) / expected - 1) < 0.1
 
 
-def test_antithetic_gain_is_exact_for_a_quadratic_and_one_for_pure_noise():
+def test_antithetic_gain_is_exact_for_a_quadratic_and_one_for_pure_noise(quadratic_model, seeded):
     """Linear-in-noise gradients cancel in every pair (raw gain infinite); independent halves give gain 1."""
-    model, x = Quadratic().eval(), torch.rand(1, 3, 4, 4, generator=seeded(8))
+    model, x = quadratic_model(2, shape=(3, 4, 4)), torch.rand(1, 3, 4, 4, generator=seeded(8))
     grads = noisy_gradients(model, x, 0, n_samples=64, sigma=0.2, sampling="antithetic", generator=seeded(9))
     assert float(mc.antithetic_gain(grads, "raw")) > 1e6
     # vargrad is even in the noise: (H eps)^2 is the same in both halves of a pair, so the gain is 1/2

@@ -9,51 +9,14 @@ from torch import nn
 from smoothgrad_lib import smoothgrad, vanilla_gradient
 from smoothgrad_lib.saliency import AGGREGATES, default_batch_size, noise_std, noisy_gradients
 
-SHAPE = (3, 6, 5)
-
-
-def linear_model(n_classes: int = 4, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(SHAPE), n_classes)).eval()
-
-
-class Quadratic(nn.Module):
-    """logit_k(x) = sum over pixels of a_k * x^2, so d logit_k / dx = 2 a_k x."""
-
-    def __init__(self, n_classes: int = 3) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.randn(n_classes, *SHAPE, generator=torch.Generator().manual_seed(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("kchw,bchw->bk", self.a, x.square())
-
-
-def small_cnn(activation: type[nn.Module] = nn.Softplus, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        activation(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        activation(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32, 5),
-    ).eval()
-
-
-def images(batch: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.rand(batch, *SHAPE, generator=torch.Generator().manual_seed(seed))
-
-
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+SHAPE = (3, 6, 5)  # conftest's default image shape
 
 
 # --- analytic cases -------------------------------------------------------------------------
 
 
-def test_linear_vanilla_gradient_is_the_weight_row():
-    model, x = linear_model(), images(3)
+def test_linear_vanilla_gradient_is_the_weight_row(linear_model, random_images):
+    model, x = linear_model(), random_images(3)
     targets = [0, 2, 3]
     grad = vanilla_gradient(model, x, targets)
     expected = model[1].weight[targets].reshape(3, *SHAPE)
@@ -61,8 +24,8 @@ def test_linear_vanilla_gradient_is_the_weight_row():
 
 
 @pytest.mark.parametrize("noise_level", [0.05, 0.5, 2.0])
-def test_linear_smoothgrad_aggregates(noise_level):
-    model, x = linear_model(), images(2)
+def test_linear_smoothgrad_aggregates(noise_level, linear_model, random_images, seeded):
+    model, x = linear_model(), random_images(2)
     w = model[1].weight[1].reshape(*SHAPE).expand(2, *SHAPE)
     results = {
         agg: smoothgrad(model, x, 1, n_samples=7, noise_level=noise_level, aggregate=agg, generator=seeded())
@@ -83,10 +46,10 @@ def folded_normal_mean(mu: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("aggregate", AGGREGATES)
-def test_quadratic_matches_closed_form(aggregate):
+def test_quadratic_matches_closed_form(aggregate, quadratic_model, random_images, seeded):
     """G_i = 2a(x + eps): each aggregate has a closed-form mean and a known Monte-Carlo standard error."""
-    model = Quadratic().eval()
-    x = images(1, seed=3) * 2 - 0.5  # range about 2, values on both sides of 0
+    model = quadratic_model()
+    x = random_images(1, seed=3) * 2 - 0.5  # range about 2, values on both sides of 0
     level, n = 0.2, 4000
     sigma = level * float(x.max() - x.min())  # the noise_level convention under test
     a = model.a[2].detach()
@@ -109,9 +72,9 @@ def test_quadratic_matches_closed_form(aggregate):
     assert z.abs().max() < 5, f"worst deviation {z.abs().max():.2f} standard errors"
 
 
-def test_quadratic_detects_wrong_sigma_convention():
+def test_quadratic_detects_wrong_sigma_convention(quadratic_model, random_images, seeded):
     """With sigma = noise_level (not x range) the square aggregate would be off by many standard errors."""
-    model, x = Quadratic().eval(), images(1, seed=3) * 2 - 0.5
+    model, x = quadratic_model(), random_images(1, seed=3) * 2 - 0.5
     result = smoothgrad(model, x, 0, n_samples=4000, noise_level=0.2, aggregate="square", generator=seeded())
     a2, xs = model.a[0].detach().double(), x[0].double()
     wrong = 4 * a2.square() * (xs.square() + 0.2**2)
@@ -122,9 +85,9 @@ def test_quadratic_detects_wrong_sigma_convention():
     assert err_right < 0.2 * err_wrong
 
 
-def test_absolute_sigma_matches_noise_level_on_unit_range_image():
+def test_absolute_sigma_matches_noise_level_on_unit_range_image(small_cnn, random_images, seeded):
     model = small_cnn()
-    x = images(1)
+    x = random_images(1)
     x = (x - x.min()) / (x.max() - x.min())  # range exactly 1
     by_level = smoothgrad(model, x, 0, n_samples=5, noise_level=0.3, generator=seeded())
     by_sigma = smoothgrad(model, x, 0, n_samples=5, sigma=0.3, generator=seeded())
@@ -132,8 +95,8 @@ def test_absolute_sigma_matches_noise_level_on_unit_range_image():
 
 
 @pytest.mark.parametrize("aggregate", AGGREGATES)
-def test_zero_noise_is_vanilla_gradient(aggregate):
-    model, x = small_cnn(nn.ReLU), images(2)
+def test_zero_noise_is_vanilla_gradient(aggregate, small_cnn, random_images):
+    model, x = small_cnn(nn.ReLU), random_images(2)
     grad = vanilla_gradient(model, x)
     expected = {"raw": grad, "abs": grad.abs(), "square": grad.square(), "vargrad": torch.zeros_like(grad)}
     result = smoothgrad(model, x, n_samples=4, noise_level=0.0, aggregate=aggregate)
@@ -145,15 +108,15 @@ def test_zero_noise_is_vanilla_gradient(aggregate):
 captum_attr = pytest.importorskip("captum.attr")
 
 
-def test_captum_saliency_equals_vanilla_gradient():
-    model, x = small_cnn(nn.ReLU), images(3)
+def test_captum_saliency_equals_vanilla_gradient(small_cnn, random_images):
+    model, x = small_cnn(nn.ReLU), random_images(3)
     targets = torch.tensor([0, 4, 2])
     theirs = captum_attr.Saliency(model).attribute(x, target=targets, abs=False)
     torch.testing.assert_close(vanilla_gradient(model, x, targets), theirs)
 
 
-def test_captum_noise_tunnel_one_sample_no_noise():
-    model, x = small_cnn(nn.ReLU), images(2)
+def test_captum_noise_tunnel_one_sample_no_noise(small_cnn, random_images):
+    model, x = small_cnn(nn.ReLU), random_images(2)
     tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
     theirs = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=1, stdevs=0.0, target=1, abs=False)
     torch.testing.assert_close(vanilla_gradient(model, x, 1), theirs)
@@ -168,9 +131,9 @@ def test_captum_noise_tunnel_one_sample_no_noise():
         ("vargrad", "vargrad", False),
     ],
 )
-def test_captum_noise_tunnel_agrees_in_distribution(aggregate, nt_type, abs_flag):
+def test_captum_noise_tunnel_agrees_in_distribution(aggregate, nt_type, abs_flag, small_cnn, random_images, seeded):
     """Two independent estimates differ by Monte-Carlo error only; ours vs Captum's must too."""
-    model, x, sigma, n = small_cnn(), images(1), 0.3, 1000
+    model, x, sigma, n = small_cnn(), random_images(1), 0.3, 1000
     ours = [smoothgrad(model, x, 3, n_samples=n, sigma=sigma, aggregate=aggregate, generator=seeded(s)) for s in (1, 2)]
     torch.manual_seed(3)
     tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
@@ -185,8 +148,8 @@ def test_captum_noise_tunnel_agrees_in_distribution(aggregate, nt_type, abs_flag
 # --- contracts ------------------------------------------------------------------------------
 
 
-def test_same_seed_same_result_bitwise_and_other_seed_differs():
-    model, x = small_cnn(), images(2)
+def test_same_seed_same_result_bitwise_and_other_seed_differs(small_cnn, random_images, seeded):
+    model, x = small_cnn(), random_images(2)
     first = smoothgrad(model, x, n_samples=6, generator=seeded(7))
     again = smoothgrad(model, x, n_samples=6, generator=seeded(7))
     other = smoothgrad(model, x, n_samples=6, generator=seeded(8))
@@ -194,8 +157,8 @@ def test_same_seed_same_result_bitwise_and_other_seed_differs():
     assert not torch.allclose(first, other)
 
 
-def test_global_seed_makes_it_reproducible():
-    model, x = small_cnn(), images(1)
+def test_global_seed_makes_it_reproducible(small_cnn, random_images):
+    model, x = small_cnn(), random_images(1)
     torch.manual_seed(11)
     first = smoothgrad(model, x, n_samples=4)
     torch.manual_seed(11)
@@ -203,29 +166,29 @@ def test_global_seed_makes_it_reproducible():
 
 
 @pytest.mark.parametrize("aggregate", AGGREGATES)
-def test_batch_size_does_not_change_the_result(aggregate):
-    model, x = small_cnn(), images(3)
+def test_batch_size_does_not_change_the_result(aggregate, small_cnn, random_images, seeded):
+    model, x = small_cnn(), random_images(3)
     reference = smoothgrad(model, x, n_samples=10, aggregate=aggregate, batch_size=30, generator=seeded())
     for batch_size in (1, 4, 7, None):
         result = smoothgrad(model, x, n_samples=10, aggregate=aggregate, batch_size=batch_size, generator=seeded())
         torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-8)
 
 
-def test_batch_of_images_equals_first_image_alone():
-    model, x = small_cnn(), images(3)
+def test_batch_of_images_equals_first_image_alone(small_cnn, random_images, seeded):
+    model, x = small_cnn(), random_images(3)
     together = smoothgrad(model, x, n_samples=5, generator=seeded())
     alone = smoothgrad(model, x[0], n_samples=5, generator=seeded())
     torch.testing.assert_close(together[0], alone)
 
 
-def test_single_image_in_single_image_out():
-    model, x = small_cnn(), images(1)[0]
+def test_single_image_in_single_image_out(small_cnn, random_images):
+    model, x = small_cnn(), random_images(1)[0]
     assert vanilla_gradient(model, x).shape == x.shape
     assert smoothgrad(model, x, n_samples=2).shape == x.shape
 
 
-def test_targets_none_int_and_per_image():
-    model, x = small_cnn(), images(3)
+def test_targets_none_int_and_per_image(small_cnn, random_images, seeded):
+    model, x = small_cnn(), random_images(3)
     predicted = model(x).argmax(1)
     torch.testing.assert_close(vanilla_gradient(model, x), vanilla_gradient(model, x, predicted))
     torch.testing.assert_close(vanilla_gradient(model, x, 2), vanilla_gradient(model, x, [2, 2, 2]))
@@ -236,8 +199,8 @@ def test_targets_none_int_and_per_image():
     torch.testing.assert_close(none_sg, smoothgrad(model, x, predicted, n_samples=3, generator=seeded()))
 
 
-def test_no_side_effects_on_input_or_model():
-    model, x = small_cnn(), images(2)
+def test_no_side_effects_on_input_or_model(small_cnn, random_images):
+    model, x = small_cnn(), random_images(2)
     x.requires_grad_(True)
     before_x = x.detach().clone()
     before_params = [p.detach().clone() for p in model.parameters()]
@@ -272,8 +235,8 @@ class FlattenedCNN(nn.Module):
         return self.fc(getattr(h, self.flatten)(h.shape[0], -1))
 
 
-def test_cpu_layout_channels_last_where_the_model_takes_it_same_result_either_way():
-    x = images(2)
+def test_cpu_layout_channels_last_where_the_model_takes_it_same_result_either_way(random_images, seeded):
+    x = random_images(2)
     by_reshape, by_view = FlattenedCNN("reshape").eval(), FlattenedCNN("view").eval()
     results = [noisy_gradients(m, x, n_samples=5, generator=seeded()) for m in (by_reshape, by_view)]
     assert by_reshape.layouts[-1] and not by_view.layouts[-1]  # NHWC copies, and the .view model's fallback
@@ -332,27 +295,27 @@ BAD_CALLS = [
 
 
 @pytest.mark.parametrize(("error", "message", "call"), BAD_CALLS)
-def test_bad_input_is_a_clear_error(error, message, call):
-    model, x = small_cnn(), images(2)
+def test_bad_input_is_a_clear_error(error, message, call, small_cnn, random_images):
+    model, x = small_cnn(), random_images(2)
     with pytest.raises(error, match=message):
         call(model, x)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device type (CUDA) for the generator")
-def test_generator_on_another_device_is_a_clear_error():
+def test_generator_on_another_device_is_a_clear_error(small_cnn, random_images):
     with pytest.raises(ValueError, match="generator"):
-        smoothgrad(small_cnn(), images(1), generator=torch.Generator(device="cuda"))
+        smoothgrad(small_cnn(), random_images(1), generator=torch.Generator(device="cuda"))
 
 
-def test_training_mode_is_never_switched_silently():
+def test_training_mode_is_never_switched_silently(small_cnn, random_images):
     model = small_cnn().train()
     with pytest.raises(ValueError):
-        smoothgrad(model, images(1))
+        smoothgrad(model, random_images(1))
     assert model.training
 
 
-def test_noisy_gradients_are_what_smoothgrad_aggregates():
-    model, x = small_cnn(), images(2)
+def test_noisy_gradients_are_what_smoothgrad_aggregates(small_cnn, random_images, seeded):
+    model, x = small_cnn(), random_images(2)
     samples = noisy_gradients(model, x, n_samples=6, batch_size=5, generator=seeded(4))
     assert samples.shape == (2, 6, *SHAPE)
     for aggregate, reduce in {"raw": lambda g: g, "abs": torch.abs, "square": torch.square}.items():
@@ -366,9 +329,9 @@ def test_noisy_gradients_are_what_smoothgrad_aggregates():
         noisy_gradients(model, x, n_samples=0)
 
 
-def test_noisy_gradients_return_the_logits_of_the_copies_they_differentiate():
+def test_noisy_gradients_return_the_logits_of_the_copies_they_differentiate(quadratic_model, random_images, seeded):
     # Quadratic: G_i = 2 a_t (x + eps_i), so each noisy copy is G_i / (2 a_t) and its logits are known.
-    model, x, targets = Quadratic().eval(), images(2), torch.tensor([2, 0])
+    model, x, targets = quadratic_model(), random_images(2), torch.tensor([2, 0])
     grads, logits = noisy_gradients(
         model, x, targets, n_samples=5, noise_level=0.2, batch_size=3, generator=seeded(5), return_logits=True
     )

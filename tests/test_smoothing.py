@@ -10,22 +10,6 @@ from smoothgrad_lib import smoothgrad, vanilla_gradient
 from smoothgrad_lib import smoothing as sm
 
 
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-class Quadratic(nn.Module):
-    """logit_k(x) = sum of a_k x^2 + b_k x: the smoothed gradient is 2 a_k x + b_k exactly, for any sigma."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.randn(2, 3, 4, 4, generator=seeded(1)))
-        self.b = nn.Parameter(torch.randn(2, 3, 4, 4, generator=seeded(2)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("kchw,bchw->bk", self.a, x.square()) + torch.einsum("kchw,bchw->bk", self.b, x)
-
-
 def relu_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
@@ -37,8 +21,8 @@ def relu_cnn() -> nn.Module:
     ).eval()
 
 
-def test_stein_estimator_recovers_the_gradient_of_a_quadratic():
-    model, x = Quadratic().eval(), torch.rand(2, 3, 4, 4, generator=seeded(3))
+def test_stein_estimator_recovers_the_gradient_of_a_quadratic(quadratic_model, seeded):
+    model, x = quadratic_model(2, shape=(3, 4, 4), linear_seed=2), torch.rand(2, 3, 4, 4, generator=seeded(3))
     estimate = sm.stein_gradient(model, x, 1, n_samples=4000, sigma=0.1, batch_size=4000, generator=seeded(4))
     expected = 2 * model.a[1].detach() * x + model.b[1].detach()
     z = (estimate.mean - expected) / estimate.stderr
@@ -46,7 +30,7 @@ def test_stein_estimator_recovers_the_gradient_of_a_quadratic():
     assert estimate.mean.shape == x.shape and estimate.n_samples.tolist() == [4000, 4000]
 
 
-def test_stein_estimator_is_exact_in_expectation_for_a_linear_logit():
+def test_stein_estimator_is_exact_in_expectation_for_a_linear_logit(seeded):
     """g = b . x: eps (g(x + eps) - g(x)) / sigma^2 = eps eps^T b / sigma^2, mean b, error ~ ||b|| / sqrt(N)."""
     model = nn.Linear(12, 2).eval()
     flat = nn.Sequential(nn.Flatten(), model).eval()
@@ -57,7 +41,7 @@ def test_stein_estimator_is_exact_in_expectation_for_a_linear_logit():
     assert float((estimate.mean - expected).abs().max()) < tolerance
 
 
-def test_stein_agrees_with_smoothgrad_raw_on_a_relu_network():
+def test_stein_agrees_with_smoothgrad_raw_on_a_relu_network(seeded):
     model, x = relu_cnn(), torch.rand(1, 3, 4, 4, generator=seeded(7))
     stein = sm.stein_gradient(model, x, 0, n_samples=8000, noise_level=0.3, batch_size=8000, generator=seeded(8))
     reference = smoothgrad(
@@ -73,7 +57,7 @@ def test_stein_rejects_bad_input():
         sm.stein_gradient(relu_cnn(), torch.rand(1, 3, 4, 4), 0, sigma=0.1, noise_level=0.1)
 
 
-def test_softplus_copy_tends_to_relu_and_leaves_the_model_alone():
+def test_softplus_copy_tends_to_relu_and_leaves_the_model_alone(seeded):
     model, x = relu_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(10))
     before = copy.deepcopy(model.state_dict())
     sharp, soft = sm.softplus_copy(model, 1e4), sm.softplus_copy(model, 1.0)
@@ -89,7 +73,7 @@ def test_softplus_copy_tends_to_relu_and_leaves_the_model_alone():
         sm.softplus_copy(model, 0.0)
 
 
-def test_best_beta_picks_the_largest_cosine():
+def test_best_beta_picks_the_largest_cosine(seeded):
     model, x = relu_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(11))
     target = vanilla_gradient(sm.softplus_copy(model, 3.0), x, 0)
     betas = [1.0, 3.0, 10.0, 100.0]

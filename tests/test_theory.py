@@ -25,10 +25,6 @@ from smoothgrad_lib.theory import (
 SHAPE = (2, 4, 4)
 
 
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 class Cubic(nn.Module):
     """logit_k(x) = sum a_k x^3: gradient 3 a_k x^2, and E[grad(x + eps)] = 3 a_k (x^2 + sigma^2)."""
 
@@ -40,7 +36,7 @@ class Cubic(nn.Module):
         return torch.einsum("kchw,bchw->bk", self.a, x**3)
 
 
-def test_taylor_bias_of_a_cubic_is_sigma_squared():
+def test_taylor_bias_of_a_cubic_is_sigma_squared(seeded):
     model, x = Cubic().eval(), torch.rand(*SHAPE) + 0.5
     a = model.a[0].detach().double()
     sigmas = [0.05, 0.1, 0.2]
@@ -52,7 +48,7 @@ def test_taylor_bias_of_a_cubic_is_sigma_squared():
     assert low <= 2 <= high or abs(slope - 2) < 0.05
 
 
-def test_gate_flips_of_one_relu_layer_match_the_normal_tail():
+def test_gate_flips_of_one_relu_layer_match_the_normal_tail(seeded):
     # Unit u flips when w_u . eps crosses -z_u, with w_u . eps ~ N(0, sigma^2 |w_u|^2): P = Phi(-|z_u| / (sigma |w_u|)).
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(32, 6), nn.ReLU()).eval()
@@ -69,7 +65,7 @@ def test_gate_flips_of_one_relu_layer_match_the_normal_tail():
     assert counts[2] > counts[1] > 0
 
 
-def test_variance_against_n_follows_one_over_n_for_iid_samples():
+def test_variance_against_n_follows_one_over_n_for_iid_samples(seeded):
     samples = torch.randn(6400, 3, 4, 4, generator=seeded(0)) * 2
     ns = [1, 2, 4, 8, 16, 32, 64]
     totals = variance_against_n(samples, ns, "raw")  # R = 6400 // 127 = 50 estimates per N
@@ -115,7 +111,7 @@ def test_mean_norm_by_hand():
         mean_norm(torch.zeros(10, 3), groups=4)
 
 
-def test_mean_norm_removes_the_monte_carlo_floor_and_its_stderr_is_calibrated():
+def test_mean_norm_removes_the_monte_carlo_floor_and_its_stderr_is_calibrated(seeded):
     mu = torch.full((1000,), 0.3)
     truth = float(mu.norm())  # 9.49, while E ||mean||^2 = 90 + 1000 / 64: the naive norm is about 10.3
     runs = [mu + torch.randn(64, 1000, generator=seeded(seed)) for seed in range(20)]
@@ -128,7 +124,7 @@ def test_mean_norm_removes_the_monte_carlo_floor_and_its_stderr_is_calibrated():
     assert zero < 2.0 < float(torch.randn(64, 1000, generator=seeded(40)).mean(0).norm())
 
 
-def test_pixel_snr_recovers_mean_over_sd():
+def test_pixel_snr_recovers_mean_over_sd(seeded):
     mu = torch.tensor([0.0, 0.5, 2.0, -4.0])
     samples = mu + 2.0 * torch.randn(20000, 4, generator=seeded(5))
     snr = pixel_snr(samples)
@@ -138,7 +134,7 @@ def test_pixel_snr_recovers_mean_over_sd():
         pixel_snr(samples[:1])
 
 
-def test_split_half_correlation_matches_the_reliability_formula():
+def test_split_half_correlation_matches_the_reliability_formula(seeded):
     signal = torch.randn(20000, generator=seeded(6))
     samples = signal + 2.0 * torch.randn(16, 20000, generator=seeded(7))  # halves of 8: noise variance 4 / 8
     assert split_half_correlation(samples) == pytest.approx(1 / (1 + 0.5), abs=0.02)
@@ -146,7 +142,7 @@ def test_split_half_correlation_matches_the_reliability_formula():
     assert abs(split_half_correlation(torch.randn(16, 20000, generator=seeded(8)))) < 0.03
 
 
-def test_pairwise_error_is_sqrt_of_variance_over_n():
+def test_pairwise_error_is_sqrt_of_variance_over_n(seeded):
     mu = torch.full((2, 8, 8), 1.0)
     samples = mu + 0.5 * torch.randn(2 * 4 * 31, 2, 8, 8, generator=seeded(9))
     ns = [1, 2, 4, 8, 16]
