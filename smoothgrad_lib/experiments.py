@@ -17,7 +17,16 @@ from torch import nn
 
 from .evaluation import dilate, mask_auc, relevance_mass
 from .precision import float32_precision
-from .saliency import TargetType, _NormalStream, noise_std, noisy_gradients, resolve_target, vanilla_gradient
+from .saliency import (
+    TargetType,
+    _as_batch,
+    _check_model,
+    _NormalStream,
+    noise_std,
+    noisy_gradients,
+    resolve_target,
+    vanilla_gradient,
+)
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -214,7 +223,8 @@ def noisy_ranks(
     ``(ranks == 0).float().mean(1)`` is the share of copies still classified as
     the target; ``(ranks < 5)`` the share with the target in the top 5.
     """
-    batch = x.detach()[None] if x.ndim == 3 else x.detach()
+    _check_model(model)
+    batch = _as_batch(x)[0].detach()
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
     stdev = noise_std(batch, noise_level=noise_level)
@@ -241,18 +251,18 @@ def noisy_gradients_and_ranks(
     gradients are taken at, as ``noisy_ranks`` gives it for the same noise, at
     no extra forward pass. (N, C, H, W) and (N,) for a single image (C, H, W).
     """
-    grads, logits = noisy_gradients(model, x, target, return_logits=True, **kwargs)
-    batch = x.detach()[None] if x.ndim == 3 else x.detach()
-    logits = logits[None] if x.ndim == 3 else logits
-    if target is None:
+    _check_model(model)
+    batch, single = _as_batch(x)
+    if target is None:  # the predicted classes, once: the same for the gradients and the ranks
         with torch.no_grad():
-            clean = model(batch)
-        classes = resolve_target(None, *clean.shape, predicted=clean)
-    else:
-        classes = resolve_target(target, len(batch), logits.shape[2])
-    chosen = logits.gather(2, classes.to(logits.device)[:, None, None].expand(-1, logits.shape[1], 1))
+            clean = model(batch.detach())
+        target = resolve_target(None, *clean.shape, predicted=clean)
+    grads, logits = noisy_gradients(model, x, target, return_logits=True, **kwargs)
+    logits = logits[None] if single else logits
+    classes = resolve_target(target, len(batch), logits.shape[2]).to(logits.device)
+    chosen = logits.gather(2, classes[:, None, None].expand(-1, logits.shape[1], 1))
     ranks = (logits > chosen).sum(2)
-    return grads, (ranks[0] if x.ndim == 3 else ranks)
+    return grads, (ranks[0] if single else ranks)
 
 
 def accuracy(

@@ -319,7 +319,8 @@ def noisy_gradients(
     start = 0
     for owner, grads, chunk_logits in run.gradients(torch.full((n_images,), n_samples, dtype=torch.long)):
         out[start : start + len(owner)] = grads
-        logits.append(chunk_logits)
+        if return_logits:
+            logits.append(chunk_logits)
         start += len(owner)
     out = out.reshape(n_images, n_samples, *shape)
     if not return_logits:

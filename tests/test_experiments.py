@@ -1,5 +1,6 @@
 """The measurement helpers on cases with known answers."""
 
+import copy
 import math
 
 import numpy as np
@@ -167,6 +168,12 @@ def test_noisy_gradients_and_ranks_match_the_separate_calls():
     one_grads, one_ranks = noisy_gradients_and_ranks(model, x[0], 0, n_samples=4, noise_level=0.0)
     assert one_grads.shape == (4, *x.shape[1:]) and one_ranks.shape == (4,)
     assert (one_ranks == noisy_ranks(model, x[0], 0, n_samples=4, noise_level=0.0)[0]).all()
+    training = copy.deepcopy(model).train()
+    for call in (noisy_ranks, noisy_gradients_and_ranks):  # checked before any forward pass, as in smoothgrad
+        with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+            call(training, x, n_samples=2, noise_level=0.1)
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            call(model, x.numpy(), n_samples=2, noise_level=0.1)
 
 
 def test_far_share_and_localisation_by_hand():
