@@ -1,6 +1,10 @@
 # make report  : execute every notebook in report/ (offline default model) and render build/report/
 # make test    : ruff (lint, format check), unit tests, nbval over the committed notebooks, the rendered-report check
 # make browser : install Debian's chromium for the rendered-report test (as root with apt-get; .ci/run calls it)
+# make lock       : re-resolve requirements.lock from pyproject.toml for every platform (uv, keeps existing pins)
+# make lockcheck  : check that requirements.lock installs on Linux x86-64/aarch64, macOS arm64 and Windows x86-64
+# make crosscheck : nbval over report/ under other thread counts and older CPU kernels (tools/crosscheck.sh)
+# make wheel      : build dist/smoothgrad_lib-VERSION-py3-none-any.whl (to upload where git+https is not reachable)
 # report and test create or update .venv first (from requirements.lock), so a fresh clone needs nothing else;
 # neither installs system packages.
 
@@ -13,7 +17,7 @@ STAMP := $(VENV)/.installed
 # prints the variables pointing there (the same list pytest's conftest.py uses). Expanded when a recipe runs.
 RUN = $(shell $(PYTHON) tools/scratch.py)
 
-.PHONY: report test venv browser clean
+.PHONY: report test venv browser clean lock lockcheck crosscheck wheel
 
 venv: $(STAMP)
 
@@ -57,5 +61,29 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(RUN) $(PY) -m pytest
 
+# One lock for every platform: environment markers select the CUDA packages on Linux, pywinpty on Windows, and so
+# on. The platforms and Pythons checked: the four of the README, and Python 3.11 (this project's floor) to 3.13
+# (Colab runs 3.12). macOS wheels of torch need macOS 14 or newer. Needs the package index, so it is not a pytest.
+LOCK_PLATFORMS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-pc-windows-msvc
+LOCK_PYTHONS := 3.11 3.12 3.13
+
+lock: $(STAMP)
+	$(RUN) $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--custom-compile-command "make lock" -o requirements.lock
+
+lockcheck: $(STAMP)
+	@for platform in $(LOCK_PLATFORMS); do for python in $(LOCK_PYTHONS); do \
+		printf '%-28s Python %s: ' $$platform $$python; \
+		out=$$($(RUN) MACOSX_DEPLOYMENT_TARGET=14.0 $(VENV)/bin/uv pip install --dry-run --no-deps --only-binary :all: \
+			--python-platform $$platform --python-version $$python --target build/lockcheck -r requirements.lock 2>&1) \
+			&& echo "$$out" | grep '^Would install' || { echo "FAILED"; echo "$$out"; exit 1; }; \
+		done; done
+
+crosscheck: $(STAMP)
+	PY=$(PY) tools/crosscheck.sh
+
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation --wheel-dir dist .
+
 clean:
-	rm -rf build
+	rm -rf build dist

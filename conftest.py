@@ -1,5 +1,5 @@
-"""Project-wide pytest settings: scratch folders for everything that writes under $HOME, and a check that nbval
-collected every notebook in report/."""
+"""Project-wide pytest settings: scratch folders for everything that writes under $HOME, nbval's tolerance for the
+last printed digit, and a check that nbval collected every notebook in report/."""
 
 import os
 from pathlib import Path
@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from tools.scratch import environment
+
+# nbval with a tolerance of one unit in the last printed digit of each number (see tests/nbval_numbers.py).
+pytest_plugins = ["tests.nbval_numbers"]
 
 ROOT = Path(__file__).parent
 REPORT = ROOT / "report"

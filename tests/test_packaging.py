@@ -6,11 +6,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -38,15 +38,47 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     assert listed == expected
 
 
+def _lock() -> list[Requirement]:
+    """The requirements of requirements.lock (uv's format: ``# via`` comments on indented lines)."""
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_lock_is_universal_and_says_how_to_regenerate_it():
+    header = (ROOT / "requirements.lock").read_text().splitlines()[:2]
+    assert header[1].strip() == "#    make lock", header
+    assert "uv pip compile pyproject.toml --extra dev --universal" in (ROOT / "Makefile").read_text()
+    by_name = {canonicalize_name(r.name): r for r in _lock()}
+    # CUDA libraries, triton and Windows-only packages are pinned for their platforms only, so the same lock installs
+    # on macOS, Windows and Linux aarch64 (`make lockcheck` resolves it for each; it needs the package index).
+    platform_only = [n for n in by_name if n.startswith(("nvidia-", "cuda-")) or n in ("triton", "pywinpty")]
+    assert len(platform_only) >= 10
+    for name in platform_only:
+        assert by_name[name].marker is not None, f"{name} is pinned for every platform"
+        darwin = {"sys_platform": "darwin", "platform_machine": "arm64", "os_name": "posix"}
+        assert not by_name[name].marker.evaluate(darwin), f"{name} would install on macOS"
+
+
+def test_python_floor_is_the_same_everywhere_and_admits_colab():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    floor = project["project"]["requires-python"]
+    assert floor == ">=3.11"  # tomllib, used by the tests and tools, is 3.11+
+    assert project["tool"]["ruff"]["target-version"] == "py311"
+    assert "python>=3.11" in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    assert "Python 3.11 or newer" in (ROOT / "README.md").read_text() and "3.10+" not in (ROOT / "README.md").read_text()
+    from packaging.specifiers import SpecifierSet
+
+    assert "3.12.12" in SpecifierSet(floor), "Colab's Python must be inside the range"
+    assert "3.10.13" not in SpecifierSet(floor)
+
+
 def test_lock_pins_every_dependency_within_pyprojects_ranges():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line and not line.startswith("#"):
-            pinned = Requirement(line)
-            (specifier,) = pinned.specifier
-            assert specifier.operator == "==", f"the lock must pin exactly: {line}"
-            pins[canonicalize_name(pinned.name)] = specifier.version
+    for pinned in _lock():
+        (specifier,) = pinned.specifier
+        assert specifier.operator == "==", f"the lock must pin exactly: {pinned}"
+        pins[canonicalize_name(pinned.name)] = specifier.version
     for text in project["dependencies"] + project["optional-dependencies"]["dev"]:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
@@ -56,22 +88,60 @@ def test_lock_pins_every_dependency_within_pyprojects_ranges():
         )
 
 
-def test_every_notebook_has_the_colab_badge_and_install_cell():
+def _stamp_colab():
     sys.path.insert(0, str(ROOT / "tools"))
     import stamp_colab
 
-    url = stamp_colab.repository_url()
+    return stamp_colab
+
+
+def test_every_notebook_has_the_colab_badge_and_install_cell_of_pyproject():
+    stamp_colab = _stamp_colab()
+    url, version = stamp_colab.repository_url(), stamp_colab.project()["version"]
+    digest = stamp_colab.outputs_digest(NOTEBOOKS)
     assert NOTEBOOKS
+    refs = set()
     for path in NOTEBOOKS:
         cells = nbformat.read(path, as_version=4).cells
         assert cells[0].source == stamp_colab.badge_source(url, path), path.name
-        assert f"/blob/main/report/{path.name}" in cells[0].source
-        assert cells[1].source == stamp_colab.install_source(url), path.name
+        ref = re.search(r'^REF = "([0-9a-f]{40})"$', cells[1].source, re.MULTILINE)
+        assert ref, f"{path.name}: the install cell pins no commit (python tools/stamp_colab.py)"
+        refs.add(ref[1])
+        assert cells[1].source == stamp_colab.install_source(url, ref[1], version, digest), (
+            f"{path.name}: install cell out of date with pyproject's URL/version or the committed outputs "
+            "(bump the version if outputs changed, then python tools/stamp_colab.py)"
+        )
+    assert len(refs) == 1, "every notebook pins the same commit"
+    readme_links = re.findall(r"colab\.research\.google\.com/github/(.+?)/blob/", (ROOT / "README.md").read_text())
+    assert readme_links and set(readme_links) == {url.split("github.com/", 1)[1]}
+
+
+def test_pinned_commit_holds_the_library_of_this_tree():
+    """The commit the Colab cell installs has the same library and pyproject as the commit under test."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    git = ["git", "-C", str(ROOT)]
+    if (
+        subprocess.run([*git, "rev-parse", "--is-shallow-repository"], capture_output=True, text=True).stdout.strip()
+        == "true"
+    ):
+        pytest.skip("shallow clone: the pinned commit may be missing")
+    source = nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source
+    ref = re.search(r'^REF = "([0-9a-f]{40})"$', source, re.MULTILINE)[1]
+    diff = subprocess.run(
+        [*git, "diff", "--stat", ref, "HEAD", "--", *_stamp_colab().LIBRARY_PATHS], capture_output=True, text=True
+    )
+    assert diff.returncode == 0, diff.stderr
+    assert diff.stdout == "", (
+        f"the library changed since the pinned commit {ref[:12]}: python tools/stamp_colab.py\n{diff.stdout}"
+    )
 
 
 def _run_install_cell(source: str, monkeypatch, on_colab: bool) -> list:
     calls = []
-    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(
+        subprocess, "run", lambda *args, **kwargs: calls.append(args) or subprocess.CompletedProcess(args, 0)
+    )
     if on_colab:
         monkeypatch.setitem(sys.modules, "google.colab", object())
     else:
@@ -84,8 +154,6 @@ def _run_install_cell(source: str, monkeypatch, on_colab: bool) -> list:
 def test_install_cell_does_nothing_outside_colab(path, monkeypatch):
     source = nbformat.read(path, as_version=4).cells[1].source
     assert _run_install_cell(source, monkeypatch, on_colab=False) == []
-    calls = _run_install_cell(source, monkeypatch, on_colab=True)  # and does install on Colab
-    assert len(calls) == 1 and "pip" in calls[0][0]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

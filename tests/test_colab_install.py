@@ -1,0 +1,94 @@
+"""The notebooks' Colab install cell, run as on Colab but offline: ``google.colab`` faked, the repository URL swapped
+for a local ``git+file://`` clone, pip without an index, a throwaway virtual environment that sees this one's
+packages (so the dependencies are already there) and installs smoothgrad-lib into itself."""
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import stamp_colab  # noqa: E402
+
+FAKE_COLAB = "import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+
+
+def _git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _release(repo: Path, version: str) -> str:
+    """Commit ``version`` into the clone's pyproject.toml; returns the commit."""
+    pyproject = repo / "pyproject.toml"
+    text = pyproject.read_text()
+    current = stamp_colab.tomllib.loads(text)["project"]["version"]
+    pyproject.write_text(text.replace(f'version = "{current}"', f'version = "{version}"', 1))
+    _git(repo, "commit", "-q", "-am", f"version {version}")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    work = tmp_path_factory.mktemp("colab")
+    repo = work / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # pip comes from here
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(site, "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # this environment's packages
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    env |= {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+    def run_cell(url: str, ref: str, version: str) -> subprocess.CompletedProcess:
+        cell = stamp_colab.install_source(url, ref, version, "0" * 12)
+        return subprocess.run(
+            [python, "-c", FAKE_COLAB + cell], capture_output=True, text=True, env=env, cwd=work, timeout=600
+        )
+
+    return repo, run_cell, Path(site)
+
+
+def test_colab_cell_installs_the_pinned_commit_and_reinstalls_after_a_version_change(colab):
+    repo, run_cell, site = colab
+    url = f"file://localhost{repo}"  # a host, since the packaging in pip 23 wants one
+    first = _release(repo, "0.0.1.dev1")
+    _release(repo, "0.0.1.dev2")  # main has moved on: the cell must still install what it pins
+
+    result = run_cell(url, first, "0.0.1.dev1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"smoothgrad-lib 0.0.1.dev1 (commit {first})"
+
+    (installed,) = site.glob("smoothgrad_lib-*.dist-info")
+    assert installed.name == "smoothgrad_lib-0.0.1.dev1.dist-info"  # in the throwaway environment itself
+    when = installed.stat().st_mtime_ns
+    again = run_cell(url, first, "0.0.1.dev1")  # already installed at that version: no reinstall, same line
+    assert again.returncode == 0 and again.stdout == result.stdout
+    assert installed.stat().st_mtime_ns == when
+
+    second = _release(repo, "0.0.1.dev3")
+    updated = run_cell(url, second, "0.0.1.dev3")
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout.strip() == f"smoothgrad-lib 0.0.1.dev3 (commit {second})"
+
+
+def test_colab_cell_says_what_to_do_when_the_repository_is_unreachable(colab, tmp_path):
+    _, run_cell, _ = colab
+    result = run_cell(f"file://localhost{tmp_path}/no-such-repository", "0" * 40, "0.0.1.dev9")
+    assert result.returncode == 1
+    advice = result.stderr.strip().splitlines()[-1]
+    assert advice.startswith("Could not install smoothgrad-lib @ git+file://localhost")
+    assert "make wheel" in advice and "%pip install smoothgrad_lib-0.0.1.dev9-py3-none-any.whl" in advice
+    assert "Traceback" not in result.stderr
