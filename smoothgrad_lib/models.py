@@ -60,6 +60,11 @@ class LoadedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are: put images (``x.to(loaded.device)``) and generators there."""
+        return next(self.model.parameters()).device
+
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """Resize the shorter side to ``input_size`` and crop the centre: (3, H, W) -> (3, S, S)."""
         return center_square(image, self.input_size)
@@ -67,9 +72,8 @@ class LoadedModel:
     def top_k(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         """For each image of x (B, 3, S, S) or (3, S, S): its k most probable classes and softmax probabilities."""
         batch = x.unsqueeze(0) if x.ndim == 3 else x
-        device = next(self.model.parameters()).device
         with torch.no_grad():
-            probabilities = self.model(batch.to(device)).softmax(1)
+            probabilities = self.model(batch.to(self.device)).softmax(1)
         values, indices = probabilities.topk(k, dim=1)
         return [
             [(self.categories[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)]

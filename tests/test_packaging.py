@@ -65,7 +65,9 @@ def test_python_floor_is_the_same_everywhere_and_admits_colab():
     assert floor == ">=3.11"  # tomllib, used by the tests and tools, is 3.11+
     assert project["tool"]["ruff"]["target-version"] == "py311"
     assert "python>=3.11" in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
-    assert "Python 3.11 or newer" in (ROOT / "README.md").read_text() and "3.10+" not in (ROOT / "README.md").read_text()
+    assert (
+        "Python 3.11 or newer" in (ROOT / "README.md").read_text() and "3.10+" not in (ROOT / "README.md").read_text()
+    )
     from packaging.specifiers import SpecifierSet
 
     assert "3.12.12" in SpecifierSet(floor), "Colab's Python must be inside the range"
