@@ -81,6 +81,22 @@ def check_figure_file(path: Path) -> None:
     assert path.stat().st_size > 20_000  # four filled panels, not a blank canvas
 
 
+def explain_shapes(path: Path, tmp_path: Path, *options: str) -> int:
+    """``explain.main`` on ``path`` with the ReLU shapes twin, N = 2, on the CPU; the figure in ``tmp_path``."""
+    argv = [
+        str(path),
+        "--model",
+        "shapes-relu",
+        "--n-samples",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "f.png"),
+    ]
+    return explain.main([*argv, *options])
+
+
 def test_shapes_png_prints_classes_n_and_the_library_s_relative_error(shapes_png, tmp_path, capsys, captured_figures):
     path, shape = shapes_png
     out = tmp_path / "fig.png"
@@ -223,18 +239,7 @@ def test_a_single_sample_has_no_error_estimate(shapes_png, tmp_path, capsys):
 def test_target_by_name_is_case_insensitive(shapes_png, tmp_path, capsys):
     path, shape = shapes_png
     other = next(name for name in CLASSES if name != shape)
-    argv = [
-        str(path),
-        "--model",
-        "shapes-relu",
-        "--n-samples",
-        "2",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path / "f.png"),
-    ]
-    assert explain.main([*argv, "--target", other.upper()]) == 0
+    assert explain_shapes(path, tmp_path, "--target", other.upper()) == 0
     assert f"explaining class {CLASSES.index(other)} '{other}' (p = " in capsys.readouterr().out
 
 
@@ -382,21 +387,6 @@ def write_image(kind: str, folder: Path) -> Path:
     pixels = (np.random.default_rng(0).random((side[1], side[0], 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(folder / f"{kind}.png")
     return folder / f"{kind}.png"
-
-
-def explain_shapes(path: Path, tmp_path: Path, *options: str) -> int:
-    argv = [
-        str(path),
-        "--model",
-        "shapes-relu",
-        "--n-samples",
-        "2",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path / "f.png"),
-    ]
-    return explain.main([*argv, *options])
 
 
 PICTURES = {
