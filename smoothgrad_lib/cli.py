@@ -1,4 +1,4 @@
-"""Command line: ``python -m smoothgrad_lib COMMAND [options]``; ``--help`` after a command lists its options.
+"""Command line: python -m smoothgrad_lib COMMAND [options]; COMMAND --help gives the command's full help.
 
 Each command is one ``_add_<command>`` function that adds its parser and sets ``run``, the function that carries it
 out; to add a command, write one and list it in ``COMMANDS``.
@@ -45,8 +45,8 @@ def _train_shapes(args: argparse.Namespace) -> None:
 def _add_explain(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "explain",
-        help="top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure for an image",
-        description=explain.__doc__.split("\n\n")[0],
+        help=explain.SUMMARY,
+        **explain.parser_options(),  # the same full help as python -m smoothgrad_lib.explain --help
     )
     explain.add_arguments(parser)
     parser.set_defaults(run=explain.run)

