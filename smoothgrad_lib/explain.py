@@ -30,13 +30,15 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .experiments import generator
+from .aggregates import AGGREGATES
 from .images import PHOTOS, load_image
 from .maps import saliency_map
 from .models import DEFAULT_MODEL, MODELS, LoadedModel, default_device, load_model
+from .noise import DEFAULT_NOISE_LEVEL
+from .noise import seeded_generator as generator
 from .plotting import overlay, to_numpy_image
 from .precision import float32_precision
-from .saliency import AGGREGATES, DEFAULT_NOISE_LEVEL, smoothgrad_estimate
+from .saliency import smoothgrad_estimate
 
 PROG = "explain"
 DEFAULT_N_SAMPLES = 50

@@ -14,8 +14,8 @@ import torchvision
 from PIL import Image
 
 from smoothgrad_lib import explain, load_image, load_model, saliency_map, smoothgrad_estimate
-from smoothgrad_lib.experiments import generator
 from smoothgrad_lib.models import imagenet_categories
+from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.shapes import CLASSES, make_shapes
 
 ROOT = Path(__file__).resolve().parents[1]

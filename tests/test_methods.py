@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import saliency_map, smoothgrad, vanilla_gradient
-from smoothgrad_lib.evaluation import blur
+from smoothgrad_lib.aggregates import AGGREGATES
+from smoothgrad_lib.faithfulness import blur
 from smoothgrad_lib.methods import FAMILIES, all_attributions, attribution_methods, smoothgrad_aggregates
-from smoothgrad_lib.saliency import AGGREGATES
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import load_twin
 

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import smoothgrad, vanilla_gradient
-from smoothgrad_lib.saliency import AGGREGATES, default_batch_size, noise_std, noisy_gradients
+from smoothgrad_lib.aggregates import AGGREGATES
+from smoothgrad_lib.noise import noise_std
+from smoothgrad_lib.saliency import default_batch_size, noisy_gradients
 
 SHAPE = (3, 6, 5)  # conftest's default image shape
 
