@@ -118,7 +118,13 @@ def attribution_methods(
       that any SmoothGrad variant should beat.
     - ``"random"``: uniform noise in [0, 1) from the generator, the chance level of every metric.
     """
-    options = {"n_samples": n_samples, "ig_steps": ig_steps, "gradcam_layer": gradcam_layer, "blur_sigma": blur_sigma}
+    options = {
+        "n_samples": n_samples,
+        "ig_steps": ig_steps,
+        "gradcam_layer": gradcam_layer,
+        "blur_sigma": blur_sigma,
+        "batch_size": None,
+    }
     methods: dict[str, Method] = {}
     for spec in REGISTRY.values():
         if spec.name == "smoothgrad":

@@ -311,7 +311,7 @@ def test_generator_on_another_device_is_a_clear_error(small_cnn, random_images):
 
 def test_training_mode_is_never_switched_silently(small_cnn, random_images):
     model = small_cnn().train()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="training mode"):
         smoothgrad(model, random_images(1))
     assert model.training
 
