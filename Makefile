@@ -24,7 +24,8 @@ venv: $(STAMP)
 # pip byte-compiles every file it installs unless told not to: a minute here, mostly torch's many modules that no
 # command imports. Instead, the modules the notebooks and tests import are compiled once by importing them (with
 # bytecode writing on, whatever the caller's PYTHONDONTWRITEBYTECODE); anything else compiles on first use.
-WARM_IMPORTS := import smoothgrad_lib.methods, smoothgrad_lib.evaluation, smoothgrad_lib.explain, \
+WARM_IMPORTS := import smoothgrad_lib.methods, smoothgrad_lib.metrics, smoothgrad_lib.randomisation, smoothgrad_lib.probes, \
+	smoothgrad_lib.montecarlo, smoothgrad_lib.smoothing, smoothgrad_lib.explain, \
 	efficientnet_lite_pytorch, matplotlib.pyplot, sklearn.metrics, quantus, nbval.plugin, nbconvert, nbclient, ipykernel.kernelapp, pytest, yaml
 
 $(STAMP): pyproject.toml requirements.lock

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from smoothgrad_lib import load_image, load_model, noisy_gradients, smoothgrad, smoothgrad_estimate
-from smoothgrad_lib.experiments import generator
-from smoothgrad_lib.montecarlo import antithetic_gain, error_against_reference, relative_error
-from smoothgrad_lib.saliency import AGGREGATES, SAMPLINGS
+from smoothgrad_lib.aggregates import AGGREGATES, relative_error
+from smoothgrad_lib.montecarlo import antithetic_gain, error_against_reference
+from smoothgrad_lib.noise import SAMPLINGS
+from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.stats import bootstrap_ci
 

@@ -42,8 +42,8 @@ from captum.attr import NoiseTunnel, Saliency
 
 from smoothgrad_lib import load_image, smoothgrad
 from smoothgrad_lib.models import load_model
+from smoothgrad_lib.noise import noise_std
 from smoothgrad_lib.precision import float32_precision
-from smoothgrad_lib.saliency import noise_std
 
 N_SAMPLES = 50
 NOISE_LEVEL = 0.15

@@ -5,12 +5,36 @@ loaded = load_model()                      # EfficientNet-Lite0, offline
 x = load_image("chelsea")                  # (3, 224, 224) in [0, 1]
 s = smoothgrad(loaded.model, x)            # (3, 224, 224), mean |G_i| over 50 noisy copies
 m = saliency_map(s)                        # (224, 224) in [0, 1]
+
+Layout, one concept per module (none imports from a module above it):
+
+* kernel: ``_checks`` (validators, the target rule, the clean forward pass), ``precision``,
+  ``noise`` (noise scale, ``NormalStream``, ``noisy_copies``), ``aggregates`` (the four aggregates,
+  ``Estimate``, running moments, ``relative_error``);
+* estimators: ``saliency`` (vanilla gradient, SmoothGrad), ``smoothing`` (Stein, Softplus), ``maps``;
+* comparators: ``methods`` (one registry of attribution methods, ``all_attributions``);
+* measurements: ``metrics`` and ``faithfulness`` (scores of maps), ``randomisation`` (sanity checks),
+  ``probes`` (the network around an image), ``montecarlo`` (Monte-Carlo error), ``stats``;
+* data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``; ``plotting``; ``explain``, ``cli``.
+
+Rules that keep it so:
+
+* no module imports a ``_name`` from another (the kernel's names are public within the package);
+* a metric goes in ``metrics`` or ``faithfulness``, a Monte-Carlo quantity in ``montecarlo``, a
+  network probe in ``probes``;
+* a notebook cell holds narrative, library calls and printing, never a protocol;
+* measured figures live in the notebooks and the README, never in docstrings or comments;
+* the library speaks of itself, not of its origins;
+* randomness comes from an explicit ``generator`` (``seed`` only in notebook-facing runners);
+  choices are ``Literal`` strings.
 """
 
+from ._checks import TargetType
+from .aggregates import Estimate
 from .images import PHOTOS, load_image
 from .maps import saliency_map
 from .models import LoadedModel, load_model
-from .saliency import Estimate, TargetType, noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
+from .saliency import noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
 
 __all__ = [
     "PHOTOS",

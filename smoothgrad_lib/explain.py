@@ -50,13 +50,15 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from .experiments import generator
+from .aggregates import AGGREGATES, relative_error, snr_map
 from .images import DEFAULT_FIT, FITS, PHOTOS, Picture, fit_image, read_image
 from .maps import saliency_map
 from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, default_device, load_model
+from .noise import DEFAULT_NOISE_LEVEL
+from .noise import seeded_generator as generator
 from .plotting import overlay, to_numpy_image
 from .precision import float32_precision
-from .saliency import AGGREGATES, DEFAULT_NOISE_LEVEL, smoothgrad_estimate
+from .saliency import smoothgrad_estimate
 
 PROG = "explain"
 SUMMARY = "top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure for an image"
@@ -213,7 +215,7 @@ def _explain(args: argparse.Namespace) -> None:
     for warning in caught:
         if "max_samples=" not in str(warning.message):
             print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-    error = relative_error(estimate.mean, estimate.stderr)
+    error = float(relative_error(estimate.mean[None], estimate.stderr[None])[0])
     error_text = _error_text(error, estimate.n_samples, args.aggregate)
     if tolerance is not None and error > tolerance:
         print(
@@ -260,23 +262,6 @@ def class_index(target: str, categories: Sequence[str]) -> int:
     return index
 
 
-def relative_error(mean: torch.Tensor, stderr: torch.Tensor) -> float:
-    """``||stderr||_2 / ||mean||_2`` over all elements (NaN where the error is unknown, N < 2)."""
-    return float(stderr.norm() / mean.norm())
-
-
-def signal_to_noise_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """Signal-to-noise (H, W) of the map ``max_c |mean_c|`` of a (C, H, W) estimate: ``|mean_c*| / stderr_c*``.
-
-    ``c*`` is the channel where ``|mean_c|`` is largest, the one the map
-    shows. inf where the error is 0 and the value is not (every gradient
-    agreed); NaN where both are 0 or the error is unknown (N too small).
-    """
-    channel = mean.abs().argmax(0, keepdim=True)
-    value, error = mean.gather(0, channel)[0].abs(), stderr.gather(0, channel)[0]
-    return value / error
-
-
 def figure(image: torch.Tensor, mean: torch.Tensor, stderr: torch.Tensor, aggregate: str, title: str) -> Figure:
     """Four panels: the image (3, H, W), the map of ``mean`` (C, H, W), the overlay, and per-pixel signal-to-noise.
 
@@ -287,7 +272,7 @@ def figure(image: torch.Tensor, mean: torch.Tensor, stderr: torch.Tensor, aggreg
     raw_map = saliency_map(mean, reduce="max", normalize=None)
     unit_map = saliency_map(mean, reduce="max", normalize="percentile", percentile=PERCENTILE)
     clip = float(torch.quantile(raw_map.flatten().float(), PERCENTILE / 100))
-    snr = signal_to_noise_map(mean, stderr)
+    snr = snr_map(mean[None], stderr[None])[0]
     height, width = image.shape[1:]
     fig = Figure(figsize=(17, 5.2), layout="constrained")  # no pyplot: nothing global, no window
     axes = fig.subplots(1, 4)

@@ -2,9 +2,8 @@
 
 Two steps, as in the SmoothGrad paper and PAIR's ``saliency`` library:
 
-1. reduce ``|attr|`` over the C colour channels (``max`` by default: the
-   seed chapter writes the maximum over ``c in {1..K}``, but the reduction
-   runs over the C channels of the image, not the K classes);
+1. reduce ``|attr|`` over the C colour channels of the image (``max`` by
+   default: ``max over c in {1..C}``, the channels, not the K classes);
 2. normalise each map to [0, 1].
 """
 

@@ -1,12 +1,13 @@
-"""The attribution methods that notebook 04 compares: a registry name -> method(model, x, target, generator), and
+"""The attribution methods that are compared with SmoothGrad: ONE registry of method specs, and
 ``all_attributions``, which runs them all on one batch with one seed.
 
-Every method takes a classifier in eval mode, images x (B, C, H, W), a
-target (None for each image's predicted class, an int, or one class per
-image) and a ``torch.Generator`` (used by the random ones, ignored by the
-others), and returns an attribution (B, C, H, W), or (B, 1, H, W) for the
-methods that give one value per pixel (Grad-CAM, blurred vanilla, random).
-``saliency_map(attribution, normalize=None)`` turns either into a map (B, H, W).
+A method is a ``MethodSpec``: its name, a function ``function(model, x, classes, **options)``
+that returns an attribution (B, C, H, W), or (B, 1, H, W) for the methods that
+give one value per pixel (``per_pixel``), and the options it takes from
+``all_attributions`` (``takes``: any of ``OPTIONS``), nothing more. ``classes``
+is one class index per image (B,), already resolved. Adding a method is one
+``register(MethodSpec(...))``; ``all_attributions`` and ``attribution_methods``
+pick it up. ``saliency_map(attribution, normalize=None)`` turns either shape into a map (B, H, W).
 
 The comparators come from Captum, not from this package: Integrated
 Gradients, Gradient x Input, Grad-CAM and Guided Backprop.
@@ -15,50 +16,80 @@ Gradients, Gradient x Input, Grad-CAM and Guided Backprop.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
-from .evaluation import blur
-from .experiments import aggregate_samples
-from .saliency import (
-    AGGREGATES,
+from ._checks import (
     TargetType,
-    _check_model,
-    _clean_forward,
-    default_batch_size,
-    noisy_gradients,
+    check_batch_size,
+    check_images,
+    check_model,
+    clean_classes,
+    clean_forward,
     resolve_target,
-    smoothgrad,
-    vanilla_gradient,
 )
+from .aggregates import AGGREGATES, aggregate_samples
+from .faithfulness import blur
+from .noise import DEFAULT_NOISE_LEVEL
+from .saliency import default_batch_size, noisy_gradients, smoothgrad, vanilla_gradient
 
 Method = Callable[[nn.Module, torch.Tensor, TargetType, "torch.Generator | None"], torch.Tensor]
 
-BLUR_SIGMA = 1.5  # pixels: the Gaussian that blurs the vanilla map of the "blurred_vanilla" baseline
-# What all_attributions can compute, in the order of its result ("smoothgrad" stands for every level and aggregate).
-FAMILIES = (
-    "vanilla",
-    "smoothgrad",
-    "integrated_gradients",
-    "gradient_x_input",
-    "grad_cam",
-    "guided_backprop",
-    "blurred_vanilla",
-    "random",
-)
+VANILLA_BLUR_SIGMA = 1.5  # pixels: the Gaussian that blurs the vanilla map of the "blurred_vanilla" baseline
+# What a method may take from all_attributions besides (model, x, classes).
+OPTIONS = ("seed", "levels", "n_samples", "ig_steps", "gradcam_layer", "blur_sigma", "batch_size", "vanilla")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One attribution method of the registry.
+
+    Attributes:
+        name: the key of its result in ``all_attributions``.
+        function: ``function(model, x, classes, **{option: value for option in takes})`` -> attribution
+            (B, C, H, W), or (B, 1, H, W) when ``per_pixel``; or a dict {name: attribution} (``"smoothgrad"``).
+        per_pixel: one value per pixel rather than per pixel and channel.
+        needs_relu: only meaningful on a network of ``nn.ReLU`` modules (left out by default elsewhere).
+        takes: the options of ``OPTIONS`` it needs (``"vanilla"``: the vanilla gradient, computed once).
+        chunked: run on ``batch_size`` images at a time, in the layout of the clean forward pass.
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor | dict[str, torch.Tensor]]
+    per_pixel: bool = False
+    needs_relu: bool = False
+    takes: tuple[str, ...] = ()
+    chunked: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.takes) - set(OPTIONS)
+        if unknown:
+            raise ValueError(f"method {self.name!r} takes unknown options {sorted(unknown)}; choose from {OPTIONS}.")
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` to ``REGISTRY`` (after the others: ``all_attributions`` returns methods in registry order)."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"a method named {spec.name!r} is already registered.")
+    REGISTRY[spec.name] = spec
+    return spec
 
 
 def attribution_methods(
     *,
     gradcam_layer: str,
     n_samples: int = 25,
-    levels: Sequence[float] = (0.15,),
+    levels: Sequence[float] = (DEFAULT_NOISE_LEVEL,),
     aggregates: Sequence[str] = AGGREGATES,
     ig_steps: int = 32,
-    blur_sigma: float = BLUR_SIGMA,
+    blur_sigma: float = VANILLA_BLUR_SIGMA,
 ) -> dict[str, Method]:
     """The methods to compare, by name, in a fixed order.
 
@@ -83,23 +114,63 @@ def attribution_methods(
       (EfficientNet-Lite0 uses ``nn.ReLU6``) it would silently return the
       vanilla gradient; there it raises a ValueError instead.
     - ``"blurred_vanilla"``: the vanilla map ``max_c |df/dx_c|`` blurred by a
-      Gaussian of ``blur_sigma`` pixels (1.5 by default): a trivial smoother
+      Gaussian of ``blur_sigma`` pixels (``VANILLA_BLUR_SIGMA`` by default): a trivial smoother
       that any SmoothGrad variant should beat.
     - ``"random"``: uniform noise in [0, 1) from the generator, the chance level of every metric.
     """
-    methods: dict[str, Method] = {"vanilla": _vanilla}
-    for aggregate in aggregates:
-        for level in levels:
-            methods[f"smoothgrad_{aggregate}_{level:g}"] = partial(
-                _smoothgrad, n_samples=n_samples, noise_level=level, aggregate=aggregate
-            )
-    methods["integrated_gradients"] = partial(_integrated_gradients, n_steps=ig_steps)
-    methods["gradient_x_input"] = _gradient_x_input
-    methods["grad_cam"] = partial(_grad_cam, layer=gradcam_layer)
-    methods["guided_backprop"] = _guided_backprop
-    methods["blurred_vanilla"] = partial(_blurred_vanilla, sigma=blur_sigma)
-    methods["random"] = _random
+    options = {
+        "n_samples": n_samples,
+        "ig_steps": ig_steps,
+        "gradcam_layer": gradcam_layer,
+        "blur_sigma": blur_sigma,
+        "batch_size": None,
+    }
+    methods: dict[str, Method] = {}
+    for spec in REGISTRY.values():
+        if spec.name == "smoothgrad":
+            for aggregate in aggregates:
+                for level in levels:
+                    methods[f"smoothgrad_{aggregate}_{level:g}"] = partial(
+                        _smoothgrad, n_samples=n_samples, noise_level=level, aggregate=aggregate
+                    )
+        else:
+            methods[spec.name] = partial(_run_spec, spec, options)
     return methods
+
+
+def _run_spec(
+    spec: MethodSpec,
+    options: dict[str, object],
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetType,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """One registry method as a ``Method``: the checks and the target's clean forward pass, then ``spec.function``."""
+    check_model(model)
+    check_images(x)
+    classes = clean_classes(model, x, target)
+    given = dict(options)
+    if "vanilla" in spec.takes:
+        given["vanilla"] = vanilla_gradient(model, x, classes)
+    if "seed" in spec.takes:
+        given["seed"] = generator
+    return spec.function(model, x, classes, **{name: given[name] for name in spec.takes})
+
+
+def _smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetType,
+    generator: torch.Generator | None,
+    *,
+    n_samples: int,
+    noise_level: float,
+    aggregate: str,
+) -> torch.Tensor:
+    return smoothgrad(
+        model, x, target, n_samples=n_samples, noise_level=noise_level, aggregate=aggregate, generator=generator
+    )
 
 
 def all_attributions(
@@ -112,7 +183,7 @@ def all_attributions(
     levels: Mapping[float, Sequence[str]] | None = None,
     n_samples: int = 10,
     ig_steps: int = 8,
-    blur_sigma: float = BLUR_SIGMA,
+    blur_sigma: float = VANILLA_BLUR_SIGMA,
     methods: Collection[str] | None = None,
     batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -122,7 +193,8 @@ def all_attributions(
     this runs them on ``x`` (B, C, H, W) for one set of classes and one seed,
     and shares work between them:
 
-    - the target is resolved once (None: each image's predicted class);
+    - the target is resolved once (None: each image's predicted class), by one
+      clean forward pass, and each method gets the classes (no method runs its own);
     - ``levels`` maps each SmoothGrad noise level to the aggregates wanted at
       it, e.g. ``{0.15: AGGREGATES, 0.05: ("abs",)}`` (None: all four at
       0.15; ``{}``: no SmoothGrad). The entries are named
@@ -136,7 +208,7 @@ def all_attributions(
     - ``"blurred_vanilla"`` blurs the ``"vanilla"`` gradient instead of computing it again;
     - ``"random"`` draws from ``torch.Generator(device=x.device).manual_seed(seed)``.
 
-    ``methods`` chooses among ``FAMILIES`` ("smoothgrad" stands for all the
+    ``methods`` chooses among the names of ``REGISTRY`` ("smoothgrad" stands for all the
     ``levels`` entries); None takes all of them, except Guided Backprop on a
     model whose activations it would not rewrite (anything but ``nn.ReLU``,
     e.g. the ReLU6 of EfficientNet-Lite0), which is then left out. Asking for
@@ -147,8 +219,7 @@ def all_attributions(
     SmoothGrad: ``batch_size`` noisy copies), None picking ``default_batch_size``;
     on the CPU a convolutional model gets its inputs in the channels_last
     layout, as ``smoothgrad`` does (oneDNN's faster kernels). Both change the
-    results by float rounding only. On one CPU thread, 32 images at a time
-    ran the shapes twins' gradients about twice as fast as one batch of 500.
+    results by float rounding only.
 
     Args:
         model: classifier in eval mode, (B, C, H, W) -> logits (B, K); left unchanged.
@@ -160,7 +231,7 @@ def all_attributions(
         n_samples: SmoothGrad's N, noisy copies per image.
         ig_steps: Integrated Gradients' Gauss-Legendre points.
         blur_sigma: the Gaussian of ``"blurred_vanilla"``, pixels.
-        methods: which of ``FAMILIES`` to compute; None: all that apply to the model.
+        methods: which of ``REGISTRY`` to compute; None: all that apply to the model.
         batch_size: inputs per forward pass, see above.
 
     Returns:
@@ -177,69 +248,59 @@ def all_attributions(
         ['vanilla', 'smoothgrad_abs_0.15', 'smoothgrad_square_0.15', 'integrated_gradients', 'gradient_x_input',
          'grad_cam', 'guided_backprop', 'blurred_vanilla', 'random']
     """
-    _check_model(model)
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-        raise ValueError("x must be a float tensor of shape (B, C, H, W); add a batch axis for one image: x[None].")
-    levels = {0.15: AGGREGATES} if levels is None else dict(levels)
+    check_model(model)
+    check_images(x)
+    levels = {DEFAULT_NOISE_LEVEL: AGGREGATES} if levels is None else dict(levels)
     for level, aggregates in levels.items():
         unknown = [a for a in aggregates if a not in AGGREGATES]
         if not aggregates or unknown or len(set(aggregates)) != len(aggregates):
             raise ValueError(f"levels[{level!r}] must be distinct aggregates from {AGGREGATES}, got {aggregates!r}.")
-    wanted = _families(model, methods)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
+    wanted = _wanted(model, methods)
+    check_batch_size(batch_size)
     step = batch_size or default_batch_size(x)
     x = x.detach()
-    layout, logits = _clean_forward(model, x if target is None else x[:1], need_logits=True)
+    layout, logits = clean_forward(model, x if target is None else x[:1], need_logits=True)
     classes = resolve_target(target, x.shape[0], logits.shape[1], predicted=logits if target is None else None)
     classes = classes.to(x.device)
-    registry = attribution_methods(
-        gradcam_layer=gradcam_layer, n_samples=n_samples, ig_steps=ig_steps, blur_sigma=blur_sigma
-    )
-    registry["integrated_gradients"] = partial(_integrated_gradients, n_steps=ig_steps, batch_size=step)
+    options: dict[str, object] = {
+        "seed": seed,
+        "levels": levels,
+        "n_samples": n_samples,
+        "ig_steps": ig_steps,
+        "gradcam_layer": gradcam_layer,
+        "blur_sigma": blur_sigma,
+        "batch_size": step,
+    }
+    if any("vanilla" in REGISTRY[name].takes for name in wanted) or "vanilla" in wanted:
+        options["vanilla"] = _in_chunks(REGISTRY["vanilla"], {}, model, x, classes, step, layout)
 
     out: dict[str, torch.Tensor] = {}
-    if wanted & {"vanilla", "blurred_vanilla"}:
-        out["vanilla"] = _in_chunks(registry["vanilla"], model, x, classes, step, layout)
-    if "smoothgrad" in wanted:
-        for k, (level, aggregates) in enumerate(levels.items()):
-            generator = torch.Generator(device=x.device).manual_seed(seed + 1 + k)
-            if len(aggregates) == 1:
-                values = {
-                    aggregates[0]: smoothgrad(
-                        model,
-                        x,
-                        classes,
-                        n_samples=n_samples,
-                        noise_level=level,
-                        aggregate=aggregates[0],
-                        batch_size=step,
-                        generator=generator,
-                    )
-                }
-            else:
-                values = smoothgrad_aggregates(
-                    model, x, classes, generator, n_samples=n_samples, noise_level=level, batch_size=step
-                )
-            out |= {f"smoothgrad_{aggregate}_{level:g}": values[aggregate].contiguous() for aggregate in aggregates}
-    for name in ("integrated_gradients", "gradient_x_input", "grad_cam", "guided_backprop"):
-        if name in wanted:
-            out[name] = _in_chunks(registry[name], model, x, classes, step, layout)
-    if "blurred_vanilla" in wanted:
-        out["blurred_vanilla"] = blur(out["vanilla"].abs().amax(1, keepdim=True), blur_sigma)
-    if "random" in wanted:
-        out["random"] = _random(model, x, classes, torch.Generator(device=x.device).manual_seed(seed))
-    if "vanilla" not in wanted:
-        out.pop("vanilla", None)  # computed for the blurred map only
+    for name, spec in REGISTRY.items():
+        if name not in wanted:
+            continue
+        given = {option: options[option] for option in spec.takes}
+        if name == "vanilla":
+            result = options["vanilla"]
+        elif spec.chunked:
+            result = _in_chunks(spec, given, model, x, classes, step, layout)
+        else:
+            result = spec.function(model, x, classes, **given)
+        out |= result if isinstance(result, dict) else {name: result}
     return out
 
 
 def _in_chunks(
-    method: Method, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, step: int, layout: torch.memory_format
+    spec: MethodSpec,
+    given: dict[str, object],
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    step: int,
+    layout: torch.memory_format,
 ) -> torch.Tensor:
-    """``method`` on ``step`` images of x at a time, each chunk in ``layout``; the results joined, default layout."""
+    """``spec.function`` on ``step`` images of x at a time, each chunk in ``layout``; joined, default layout."""
     parts = [
-        method(model, images.contiguous(memory_format=layout), labels, None)
+        spec.function(model, images.contiguous(memory_format=layout), labels, **given)
         for images, labels in zip(x.split(step), classes.split(step), strict=True)
     ]
     return torch.cat(parts).contiguous()
@@ -270,71 +331,78 @@ def smoothgrad_aggregates(
     return {name: aggregate_samples(grads, name) for name in AGGREGATES}
 
 
-def _vanilla(model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None) -> torch.Tensor:
-    return vanilla_gradient(model, x, target)
-
-
-def _smoothgrad(
+def _smoothgrad_levels(
     model: nn.Module,
     x: torch.Tensor,
-    target: TargetType,
-    generator: torch.Generator | None,
+    classes: torch.Tensor,
     *,
+    seed: int,
+    levels: Mapping[float, Sequence[str]],
     n_samples: int,
-    noise_level: float,
-    aggregate: str,
-) -> torch.Tensor:
-    return smoothgrad(
-        model, x, target, n_samples=n_samples, noise_level=noise_level, aggregate=aggregate, generator=generator
-    )
+    batch_size: int,
+) -> dict[str, torch.Tensor]:
+    """``"smoothgrad_<aggregate>_<level:g>"`` for every level and its aggregates; level k seeded with seed + 1 + k."""
+    out = {}
+    for k, (level, aggregates) in enumerate(levels.items()):
+        generator = torch.Generator(device=x.device).manual_seed(seed + 1 + k)
+        if len(aggregates) == 1:
+            values = {
+                aggregates[0]: smoothgrad(
+                    model,
+                    x,
+                    classes,
+                    n_samples=n_samples,
+                    noise_level=level,
+                    aggregate=aggregates[0],
+                    batch_size=batch_size,
+                    generator=generator,
+                )
+            }
+        else:
+            values = smoothgrad_aggregates(
+                model, x, classes, generator, n_samples=n_samples, noise_level=level, batch_size=batch_size
+            )
+        out |= {f"smoothgrad_{aggregate}_{level:g}": values[aggregate].contiguous() for aggregate in aggregates}
+    return out
+
+
+def _vanilla(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    return vanilla_gradient(model, x, classes)
 
 
 def _integrated_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetType,
-    generator: torch.Generator | None,
-    *,
-    n_steps: int,
-    batch_size: int | None = None,
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, ig_steps: int, batch_size: int | None = None
 ) -> torch.Tensor:
-    inputs, classes = _prepare(model, x, target)
     ig = IntegratedGradients(model)
     attribution = ig.attribute(
-        inputs,
+        _captum_inputs(x),
         baselines=0.0,
         target=classes,
-        n_steps=n_steps,
-        internal_batch_size=batch_size or default_batch_size(inputs),
+        n_steps=ig_steps,
+        internal_batch_size=batch_size or default_batch_size(x),
     )
     return attribution.detach()
 
 
-def _gradient_x_input(
-    model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None
-) -> torch.Tensor:
-    inputs, classes = _prepare(model, x, target)
-    return InputXGradient(model).attribute(inputs, target=classes).detach()
+def _gradient_x_input(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    return InputXGradient(model).attribute(_captum_inputs(x), target=classes).detach()
 
 
-def _grad_cam(
-    model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None, *, layer: str
-) -> torch.Tensor:
-    inputs, classes = _prepare(model, x, target)
-    cam = LayerGradCam(model, model.get_submodule(layer)).attribute(inputs, target=classes, relu_attributions=True)
+def _grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, gradcam_layer: str) -> torch.Tensor:
+    layer = model.get_submodule(gradcam_layer)
+    cam = LayerGradCam(model, layer).attribute(_captum_inputs(x), target=classes, relu_attributions=True)
     if cam.ndim != 4:
-        raise ValueError(f"Grad-CAM needs a layer with (B, K, h, w) outputs; {layer!r} gives shape {tuple(cam.shape)}.")
+        raise ValueError(
+            f"Grad-CAM needs a layer with (B, K, h, w) outputs; {gradcam_layer!r} gives shape {tuple(cam.shape)}."
+        )
     return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear").detach()
 
 
-def _guided_backprop(
-    model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None
-) -> torch.Tensor:
+def _guided_backprop(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     problem = _guided_backprop_problem(model)
     if problem:
         raise ValueError(problem)
-    inputs, classes = _prepare(model, x, target)
-    return GuidedBackprop(model).attribute(inputs, target=classes).detach()
+    return GuidedBackprop(model).attribute(_captum_inputs(x), target=classes).detach()
 
 
 def _guided_backprop_problem(model: nn.Module) -> str | None:
@@ -349,40 +417,46 @@ def _guided_backprop_problem(model: nn.Module) -> str | None:
     return None
 
 
-def _families(model: nn.Module, methods: Collection[str] | None) -> set[str]:
-    """The ``FAMILIES`` that all_attributions computes for ``methods`` (None: every one that applies to model)."""
+def _wanted(model: nn.Module, methods: Collection[str] | None) -> set[str]:
+    """The registry names that all_attributions computes for ``methods`` (None: every one that applies to model)."""
     if methods is None:
-        return set(FAMILIES) - ({"guided_backprop"} if _guided_backprop_problem(model) else set())
+        skip = {name for name, spec in REGISTRY.items() if spec.needs_relu and _guided_backprop_problem(model)}
+        return set(REGISTRY) - skip
     if isinstance(methods, str):
         raise TypeError(f"methods must be a collection of names, e.g. ({methods!r},), not a string.")
-    unknown = set(methods) - set(FAMILIES)
+    unknown = set(methods) - set(REGISTRY)
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {FAMILIES}.")
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {tuple(REGISTRY)}.")
     return set(methods)
 
 
 def _blurred_vanilla(
-    model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None, *, sigma: float
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, vanilla: torch.Tensor, blur_sigma: float
 ) -> torch.Tensor:
-    return blur(vanilla_gradient(model, x, target).abs().amax(1, keepdim=True), sigma)
+    return blur(vanilla.abs().amax(1, keepdim=True), blur_sigma)
 
 
-def _random(model: nn.Module, x: torch.Tensor, target: TargetType, generator: torch.Generator | None) -> torch.Tensor:
+def _random(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, seed: int | torch.Generator) -> torch.Tensor:
+    generator = torch.Generator(device=x.device).manual_seed(seed) if isinstance(seed, int) else seed
     device = generator.device if generator is not None else x.device
     return torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
-def _prepare(model: nn.Module, x: torch.Tensor, target: TargetType) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked inputs (a detached copy of x that requires grad, as Captum expects) and one class per image (B,).
+def _captum_inputs(x: torch.Tensor) -> torch.Tensor:
+    """A detached copy of x that requires grad, as Captum expects."""
+    return x.detach().clone().requires_grad_(True)
 
-    The forward pass that finds the number of classes (and, for ``target=None``, the predicted ones) runs on the
-    first image only when the target is given.
-    """
-    _check_model(model)
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-        raise ValueError("x must be a float tensor of shape (B, C, H, W); add a batch axis for one image: x[None].")
-    with torch.no_grad():
-        logits = model(x if target is None else x[:1])
-    predicted = logits if target is None else None
-    classes = resolve_target(target, x.shape[0], logits.shape[1], predicted=predicted).to(x.device)
-    return x.detach().clone().requires_grad_(True), classes
+
+for _spec in (
+    MethodSpec("vanilla", _vanilla, chunked=True),
+    MethodSpec("smoothgrad", _smoothgrad_levels, takes=("seed", "levels", "n_samples", "batch_size")),
+    MethodSpec("integrated_gradients", _integrated_gradients, takes=("ig_steps", "batch_size"), chunked=True),
+    MethodSpec("gradient_x_input", _gradient_x_input, chunked=True),
+    MethodSpec("grad_cam", _grad_cam, per_pixel=True, takes=("gradcam_layer",), chunked=True),
+    MethodSpec("guided_backprop", _guided_backprop, needs_relu=True, chunked=True),
+    MethodSpec("blurred_vanilla", _blurred_vanilla, per_pixel=True, takes=("vanilla", "blur_sigma")),
+    MethodSpec("random", _random, per_pixel=True, takes=("seed",)),
+):
+    register(_spec)
+# The built-in methods, in the order of all_attributions' result ("smoothgrad" stands for every level and aggregate).
+FAMILIES = tuple(REGISTRY)

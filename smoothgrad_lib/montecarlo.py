@@ -1,67 +1,56 @@
-"""Measuring the Monte-Carlo error of SmoothGrad: signal-to-noise maps, the N a target error needs, antithetic gain.
+"""Monte-Carlo error of SmoothGrad: variance against N, signal-to-noise, split-half reliability, the N a target
+error needs, antithetic gain.
 
 Notation as in ``smoothgrad_lib.saliency``: ``G_i`` are the noisy gradients of
 one image, ``h`` the aggregate's function of them (``G`` for ``"raw"``, ``|G|``
-for ``"abs"``, ``G^2`` for ``"square"``), ``m = mean_i h(G_i)`` the map and
+for ``"abs"``, ``G^2`` for ``"square"``; ``aggregates.MEAN_OF``), ``m = mean_i h(G_i)`` the map and
 ``s`` its per-element standard error. The *relative error* of a map is
-``||s||_2 / ||m||_2`` over all its C x H x W elements, the quantity that
+``aggregates.relative_error``, ``||s||_2 / ||m||_2`` over all its C x H x W elements, the quantity that
 ``smoothgrad_estimate(..., tolerance=...)`` drives down; for independent draws
-it falls as ``N^(-1/2)``.
+it falls as ``N^(-1/2)``. A pool of draws is a tensor (M, C, H, W) of i.i.d.
+noisy gradients; sums of many terms run in float64.
+
+Two signal-to-noise ratios: ``pixel_snr`` is that of one draw, ``|E G| / sd(G)``
+(it sets the N an element needs), ``snr_map`` that of an estimate, ``|m| / s``
+(it grows as sqrt(N)).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import stats as scipy_stats
 from torch import nn
 
-from .experiments import generator
-from .saliency import Estimate, smoothgrad, smoothgrad_estimate
+from .aggregates import MEAN_OF, Aggregate, Estimate, estimate_from_gradients, pair_units, relative_error, snr_map
+from .maps import saliency_map
+from .noise import DEFAULT_NOISE_LEVEL, seeded_generator
+from .saliency import smoothgrad, smoothgrad_estimate
+from .stats import pearson
 
-_TRANSFORMS = {"raw": lambda g: g, "abs": torch.abs, "square": torch.square}
-
-
-def estimate_from_gradients(grads: torch.Tensor, aggregate: str = "abs", sampling: str = "iid") -> Estimate:
-    """Mean and standard error of one aggregate from gradients already drawn, (B, N, C, H, W) from ``noisy_gradients``.
-
-    The same statistics as ``smoothgrad_estimate`` (units are single
-    gradients for iid sampling, consecutive pairs for antithetic sampling),
-    so that several aggregates can be read off one set of draws. Only the
-    means of a function of G: ``"raw"``, ``"abs"``, ``"square"``.
-    """
-    if aggregate not in _TRANSFORMS:
-        raise ValueError(f"aggregate must be one of {tuple(_TRANSFORMS)}, got {aggregate!r}.")
-    units = _units(grads, sampling)
-    values = _TRANSFORMS[aggregate](units.double())
-    if sampling == "antithetic":
-        values = values.mean(2)
-    if values.shape[1] < 2:
-        raise ValueError(f"a standard error needs at least two independent units, got {values.shape[1]}.")
-    mean = values.mean(1)
-    stderr = (values.var(1) / values.shape[1]).sqrt()
-    n = torch.full((grads.shape[0],), grads.shape[1], dtype=torch.long)
-    return Estimate(mean.to(grads.dtype), stderr.to(grads.dtype), n)
-
-
-def relative_error(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """``||stderr||_2 / ||mean||_2`` per image, for maps (B, ...): (B,)."""
-    return stderr.flatten(1).double().norm(dim=1) / mean.flatten(1).double().norm(dim=1)
-
-
-def snr_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """Per-pixel signal-to-noise ratio ``|m| / s`` of maps (B, C, H, W), in the channel the map shows: (B, H, W).
-
-    ``saliency_map(..., reduce="max")`` shows, at each pixel, the channel with the largest
-    ``|m|``; this is that channel's ``|m| / s``. A pixel with SNR below about 2 has a
-    value (for ``raw``, a sign) that the next run can change.
-    """
-    if mean.shape != stderr.shape or mean.ndim != 4:
-        shapes = f"{tuple(mean.shape)} and {tuple(stderr.shape)}"
-        raise ValueError(f"mean and stderr must both be (B, C, H, W), got {shapes}.")
-    channel = mean.abs().argmax(1, keepdim=True)
-    return (mean.gather(1, channel).abs() / stderr.gather(1, channel))[:, 0]
+__all__ = [
+    "antithetic_gain",
+    "check_prediction",
+    "check_prediction_on_draws",
+    "error_against_reference",
+    "estimate_from_gradients",
+    "mean_norm",
+    "pairwise_error",
+    "pixel_snr",
+    "predict_samples",
+    "relative_error",
+    "repeat_error",
+    "running_mean",
+    "running_norm",
+    "samples_for_reliability",
+    "samples_needed",
+    "snr_map",
+    "split_half_correlation",
+    "variance_against_n",
+]
 
 
 def predict_samples(estimate: Estimate, tolerance: float) -> torch.Tensor:
@@ -98,13 +87,13 @@ def samples_needed(maps: torch.Tensor, n_samples: int, tolerance: float) -> np.n
 def check_prediction(
     model: nn.Module,
     images: torch.Tensor,
-    aggregate: str,
+    aggregate: Aggregate,
     tolerance: float,
     *,
     pilot_n: int,
     runs: int,
     seed: int,
-    noise_level: float = 0.15,
+    noise_level: float = DEFAULT_NOISE_LEVEL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict each image's N for ``tolerance`` from a pilot, then measure the N actually needed on independent runs.
 
@@ -120,7 +109,7 @@ def check_prediction(
         n_samples=pilot_n,
         aggregate=aggregate,
         noise_level=noise_level,
-        generator=generator(seed, device),
+        generator=seeded_generator(seed, device),
     )
     wanted = predict_samples(pilot, tolerance).numpy()
     needed = []
@@ -134,7 +123,7 @@ def check_prediction(
                     n_samples=n,
                     aggregate=aggregate,
                     noise_level=noise_level,
-                    generator=generator(seed + 100 + 10 * b + r, device),
+                    generator=seeded_generator(seed + 100 + 10 * b + r, device),
                 )
                 for r in range(runs)
             ]
@@ -199,11 +188,11 @@ def antithetic_gain(grads: torch.Tensor, aggregate: str = "raw") -> torch.Tensor
     if aggregate == "vargrad":
         centre = grads.double().mean(1, keepdim=True)
         values = grads.double().square() - 2 * centre * grads.double()
-    elif aggregate in _TRANSFORMS:
-        values = _TRANSFORMS[aggregate](grads.double())
+    elif aggregate in MEAN_OF:
+        values = MEAN_OF[aggregate](grads.double())
     else:
-        raise ValueError(f"aggregate must be one of {(*_TRANSFORMS, 'vargrad')}, got {aggregate!r}.")
-    pairs = _units(values, "antithetic")
+        raise ValueError(f"aggregate must be one of {(*MEAN_OF, 'vargrad')}, got {aggregate!r}.")
+    pairs = pair_units(values, "antithetic")
     if pairs.shape[1] < 2:
         raise ValueError(f"need at least two antithetic pairs, got {pairs.shape[1]}.")
     single = (pairs[:, :, 0].var(1) + pairs[:, :, 1].var(1)).flatten(1).sum(1) / 2
@@ -211,14 +200,172 @@ def antithetic_gain(grads: torch.Tensor, aggregate: str = "raw") -> torch.Tensor
     return single / (2 * paired)
 
 
-def _units(grads: torch.Tensor, sampling: str) -> torch.Tensor:
-    """(B, N, ...) -> (B, N, ...) for iid, (B, N/2, 2, ...) for antithetic pairs."""
-    if grads.ndim < 3:
-        raise ValueError(f"gradients must be (B, N, ...) from noisy_gradients, got shape {tuple(grads.shape)}.")
-    if sampling == "iid":
-        return grads
-    if sampling != "antithetic":
-        raise ValueError(f"sampling must be 'iid' or 'antithetic', got {sampling!r}.")
-    if grads.shape[1] % 2:
-        raise ValueError(f"antithetic draws come in pairs: N={grads.shape[1]} is odd.")
-    return grads.unflatten(1, (-1, 2))
+def variance_against_n(samples: torch.Tensor, ns: Sequence[int], aggregate: str = "raw") -> np.ndarray:
+    """Total variance (summed over elements) of the N-sample estimate, for each N in ``ns``, from disjoint samples.
+
+    ``samples`` (M, ...) are i.i.d. noisy gradients. The pool is cut into one
+    block per N, in order and without overlap, so the points for different N
+    share no sample; block N holds R groups of N, with ``R = M // sum(ns)``
+    for every N. Each group gives one estimate ``mean(G)`` (``"raw"``) or
+    ``mean(|G|)`` (``"abs"``); the unbiased variance over the R estimates is
+    summed over elements. For i.i.d. draws it is ``sum Var[G] / N`` whatever
+    the model: an identity, so this checks the sampler, not the network.
+    """
+    if aggregate not in ("raw", "abs"):
+        raise ValueError(f"aggregate must be 'raw' or 'abs', got {aggregate!r}.")
+    values = MEAN_OF[aggregate](samples.double())
+    repeats = len(values) // sum(ns)
+    if repeats < 2:
+        raise ValueError(f"need at least 2 * sum(ns) = {2 * sum(ns)} samples for disjoint groups, got {len(values)}.")
+    totals, start = [], 0
+    for n in ns:
+        estimates = values[start : start + repeats * n].reshape(repeats, n, -1).mean(1)
+        totals.append(float(estimates.var(0).sum()))
+        start += repeats * n
+    return np.array(totals)
+
+
+def running_norm(samples: torch.Tensor) -> np.ndarray:
+    """L2 norm (over all elements) of the running mean ``(1/n) sum_{i<=n} G_i`` of samples (M, ...), n = 1..M: (M,)."""
+    total = torch.zeros(samples.shape[1:], dtype=torch.float64, device=samples.device)
+    norms = []
+    for n, sample in enumerate(samples.detach(), start=1):
+        total += sample.double()
+        norms.append(float(total.norm()) / n)
+    return np.array(norms)
+
+
+def mean_norm(samples: torch.Tensor, groups: int = 8) -> tuple[float, float]:
+    """``||E[G]||`` (L2 over all elements) from i.i.d. samples (M, ...), without the Monte-Carlo floor; with its s.e.
+
+    The naive ``||mean G||^2`` is biased upwards: ``E||mean G||^2 = ||E G||^2 + sum Var[G] / M``.
+    Subtracting the estimated variance term gives the unbiased U-statistic
+    ``(||sum_i G_i||^2 - sum_i ||G_i||^2) / (M (M - 1))`` (the mean of
+    ``G_i . G_j`` over pairs i != j); the estimate is its square root, floored
+    at 0. The standard error is a delete-a-group jackknife over ``groups``
+    equal consecutive groups of samples (M must be a multiple of ``groups``).
+    """
+    m = len(samples)
+    if groups < 2 or m % groups or m // groups < 1 or m < 2 * groups:
+        raise ValueError(f"need at least 2 samples in each of {groups} groups (groups >= 2, M a multiple), got M={m}.")
+    values = samples.detach().double().flatten(1)
+    group_sums = values.reshape(groups, m // groups, -1).sum(1)
+    group_squares = values.square().sum(1).reshape(groups, -1).sum(1)
+
+    def estimate(sums: torch.Tensor, squares: torch.Tensor, count: int) -> float:
+        u_statistic = (float(sums.square().sum()) - float(squares)) / (count * (count - 1))
+        return max(u_statistic, 0.0) ** 0.5
+
+    full = estimate(group_sums.sum(0), group_squares.sum(), m)
+    left_out = np.array(
+        [
+            estimate(group_sums.sum(0) - group_sums[k], group_squares.sum() - group_squares[k], m - m // groups)
+            for k in range(groups)
+        ]
+    )
+    stderr = float(np.sqrt((groups - 1) / groups * np.square(left_out - left_out.mean()).sum()))
+    return full, stderr
+
+
+def pixel_snr(samples: torch.Tensor) -> torch.Tensor:
+    """Per-element signal-to-noise ratio ``|E G| / sd(G)`` from i.i.d. samples (M, ...): shaped like one sample.
+
+    ``|E G|`` is estimated without the Monte-Carlo floor,
+    ``sqrt(max(mean^2 - s^2 / M, 0))`` with s the sample standard deviation,
+    so an element whose mean is zero gives about 0 rather than ``1 / sqrt(M)``.
+    It sets the N an element needs: the N-sample mean has relative standard
+    error ``1 / (SNR sqrt(N))``, so a relative error e needs ``N = 1 / (SNR^2 e^2)``.
+    Elements with zero spread get SNR = inf (or NaN if also zero mean).
+    """
+    m = len(samples)
+    if m < 2:
+        raise ValueError(f"a standard deviation needs at least 2 samples, got {m}.")
+    values = samples.detach().double()
+    variance = values.var(0)
+    signal = (values.mean(0).square() - variance / m).clamp_min(0).sqrt()
+    return signal / variance.sqrt()
+
+
+def split_half_correlation(samples: torch.Tensor) -> float:
+    """Pearson correlation, over all elements, between the means of the first and second half of samples (M, ...).
+
+    The two halves are independent M/2-sample estimates of the same map, so
+    this is the map's split-half reliability at N = M/2 (1: the Monte-Carlo
+    noise is negligible; 0: the map is all noise).
+    """
+    half = len(samples) // 2
+    if half < 1:
+        raise ValueError(f"need at least 2 samples, got {len(samples)}.")
+    return float(pearson(samples[:half].double().mean(0)[None], samples[half : 2 * half].double().mean(0)[None])[0])
+
+
+def pairwise_error(
+    samples: torch.Tensor, ns: Sequence[int], *, pairs: int, reduce: str | None = "max"
+) -> dict[str, np.ndarray]:
+    """Relative RMS Monte-Carlo error of N-sample maps against N, without a reference map.
+
+    ``samples`` (M, C, H, W) are i.i.d. values to average (noisy gradients,
+    or their absolute values for the ``abs`` aggregate). For each N, ``2 * pairs``
+    disjoint groups of N samples are taken from a block of the pool that no
+    other N uses; each group's mean is turned into a map (``saliency_map`` with
+    ``reduce`` over channels and no normalisation; ``reduce=None`` keeps the
+    (C, H, W) mean). Two independent maps of the same N satisfy
+    ``E||M_a - M_b||^2 = 2 E||M_a - E M_a||^2``, so the RMS error of one map is
+    ``sqrt(mean over pairs of ||M_a - M_b||^2 / 2)``. It is divided by the
+    norm of the map made from the whole pool.
+
+    Returns arrays over ns: ``error`` (relative RMS error), ``low`` and
+    ``high`` (95% Student-t interval for the mean of ``||M_a - M_b||^2 / 2``
+    over the pairs, floored at 0, then square-rooted and divided like the error).
+    """
+    need = 2 * pairs * sum(ns)
+    if pairs < 2 or len(samples) < need:
+        raise ValueError(
+            f"need pairs >= 2 and 2 * pairs * sum(ns) = {need} samples, got pairs={pairs}, M={len(samples)}."
+        )
+    values = samples.detach()
+
+    def to_map(estimate: torch.Tensor) -> torch.Tensor:
+        return estimate if reduce is None else saliency_map(estimate, reduce=reduce, normalize=None)
+
+    scale = float(to_map(values.sum(0, dtype=torch.float64) / len(values)).norm())
+    error, low, high, start = [], [], [], 0
+    for n in ns:
+        block = values[start : start + 2 * pairs * n].reshape(2 * pairs, n, *values.shape[1:])
+        maps = to_map(block.sum(1, dtype=torch.float64) / n)
+        half_squares = (maps[0::2] - maps[1::2]).flatten(1).square().sum(1) / 2
+        mean = float(half_squares.mean())
+        half = scipy_stats.t.ppf(0.975, pairs - 1) * float(half_squares.std()) / pairs**0.5
+        error.append(np.sqrt(mean) / scale)
+        low.append(np.sqrt(max(mean - half, 0.0)) / scale)
+        high.append(np.sqrt(mean + half) / scale)
+        start += 2 * pairs * n
+    return {"error": np.array(error), "low": np.array(low), "high": np.array(high)}
+
+
+def running_mean(samples: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Means of the first 1, 2, ..., N samples along ``dim``, in float64, cast back to the dtype of ``samples``.
+
+    ``running_mean(G)[n - 1]`` is the N = n estimate from the first n of the
+    samples: what ``smoothgrad(..., aggregate="raw")`` would give with n
+    samples of the same noise. Apply ``.abs()`` first for ``"abs"``.
+    """
+    counts = torch.arange(1, samples.shape[dim] + 1, device=samples.device, dtype=torch.float64)
+    shape = [1] * samples.ndim
+    shape[dim] = -1
+    return (samples.detach().double().cumsum(dim) / counts.reshape(shape)).to(samples.dtype)
+
+
+def samples_for_reliability(
+    split_half: torch.Tensor | float, n_samples: int, wanted: float = 0.9
+) -> torch.Tensor | float:
+    """Samples an estimate needs for a reliability ``wanted``, from the split-half correlation of two N-sample maps.
+
+    Two independent N-sample maps correlate with r = their reliability (the
+    share of their variance that is not Monte-Carlo noise). By Spearman-Brown,
+    k times as many samples give ``k r / (1 + (k - 1) r)``; solving for
+    ``wanted`` gives ``k = wanted (1 - r) / (r (1 - wanted))`` and returns ``k N``.
+    """
+    if not 0 < wanted < 1:
+        raise ValueError(f"wanted must be in (0, 1), got {wanted!r}.")
+    return n_samples * wanted * (1 - split_half) / (split_half * (1 - wanted))

@@ -3,8 +3,8 @@
 PyTorch lets cuDNN convolutions use TensorFloat-32 by default on Ampere and
 later GPUs: inputs are rounded to a 10-bit mantissa (about 3 decimal digits)
 before each multiply. That is fine for training but not for measuring
-derivatives: on an H200 it moved EfficientNet-Lite0's input gradient by 14%
-(relative L2) away from the CPU's. ``float32_precision`` switches TF32 off (or,
+derivatives: it moves a network's input gradient visibly away from the CPU's
+(the README gives the measured difference). ``float32_precision`` switches TF32 off (or,
 with ``tf32=True``, on) for convolutions, RNNs and matrix products within a
 ``with`` block and restores the caller's settings afterwards, whatever they
 were. It changes nothing on a CPU or Apple's MPS.

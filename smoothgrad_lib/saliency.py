@@ -22,47 +22,57 @@ restored after each call.
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, TypeAlias
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ._checks import (
+    TargetType,
+    as_batch,
+    check_batch_size,
+    check_count,
+    check_model,
+    checked_logits,
+    clean_forward,
+    resolve_target,
+)
+from .aggregates import AGGREGATES, Aggregate, Estimate, RunningMoments, check_aggregate
+from .noise import (
+    DEFAULT_NOISE_LEVEL,
+    SAMPLINGS,
+    NormalStream,
+    Sampling,
+    check_generator,
+    check_sampling,
+    default_noise_std,
+    noise_std,
+    noisy_copies,
+    owners,
+)
 from .precision import float32_precision
 
-TargetType: TypeAlias = int | Sequence[int] | torch.Tensor | None
-"""None (each image's predicted class), one int for every image, or one class index per image."""
-
-AGGREGATES = ("abs", "square", "raw", "vargrad")
-SAMPLINGS = ("iid", "antithetic")
-DEFAULT_NOISE_LEVEL = 0.15
+__all__ = [
+    "AGGREGATES",
+    "DEFAULT_NOISE_LEVEL",
+    "SAMPLINGS",
+    "Estimate",
+    "TargetType",
+    "default_batch_size",
+    "noise_std",
+    "noisy_gradients",
+    "resolve_target",
+    "smoothgrad",
+    "smoothgrad_estimate",
+    "vanilla_gradient",
+]
 
 # Elements (noisy copies x C x H x W) per forward pass when batch_size=None, per device type.
-# Chosen with benchmarks/bench_smoothgrad.py; the README has the measured table.
+# Chosen with benchmarks/bench_smoothgrad.py (the README has the table).
 _ELEMENTS_PER_BATCH = {"cpu": 10 * 3 * 224 * 224, "cuda": 64 * 3 * 224 * 224, "mps": 32 * 3 * 224 * 224}
-# Noise is drawn in blocks of this many elements (at most _NOISE_BLOCK_COPIES copies): one randn call per
-# block instead of one per copy, and a sequence that does not depend on batch_size.
-_NOISE_BLOCK_ELEMENTS = 2**22
-_NOISE_BLOCK_COPIES = 64
-
-
-class Estimate(NamedTuple):
-    """A SmoothGrad estimate with its Monte-Carlo error.
-
-    Attributes:
-        mean: the estimate, shaped like ``x``; exactly what ``smoothgrad`` returns.
-        stderr: its per-element Monte-Carlo standard error, shaped like ``x``
-            (NaN where fewer than two independent units were drawn).
-        n_samples: gradients used per image, a long tensor (B,), or an int for a single (C, H, W) image.
-    """
-
-    mean: torch.Tensor
-    stderr: torch.Tensor
-    n_samples: torch.Tensor | int
 
 
 def vanilla_gradient(
@@ -91,11 +101,11 @@ def vanilla_gradient(
         >>> vanilla_gradient(model, x).shape
         torch.Size([2, 3, 64, 64])
     """
-    _check_model(model)
-    batch, single = _as_batch(x)
+    check_model(model)
+    batch, single = as_batch(x)
     inputs = batch.detach().requires_grad_(True)
     with float32_precision(tf32), torch.enable_grad():
-        logits = _logits(model, inputs)
+        logits = checked_logits(model, inputs)
         classes = resolve_target(target, *logits.shape, predicted=logits)
         selected = logits.gather(1, classes[:, None]).sum()
         (grad,) = torch.autograd.grad(selected, inputs)
@@ -110,8 +120,8 @@ def smoothgrad(
     n_samples: int = 50,
     noise_level: float | None = None,
     sigma: float | None = None,
-    aggregate: str = "abs",
-    sampling: str = "iid",
+    aggregate: Aggregate = "abs",
+    sampling: Sampling = "iid",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -197,8 +207,8 @@ def smoothgrad_estimate(
     n_samples: int = 50,
     noise_level: float | None = None,
     sigma: float | None = None,
-    aggregate: str = "abs",
-    sampling: str = "iid",
+    aggregate: Aggregate = "abs",
+    sampling: Sampling = "iid",
     tolerance: float | None = None,
     max_samples: int = 1000,
     batch_size: int | None = None,
@@ -263,14 +273,16 @@ def smoothgrad_estimate(
     if tolerance is not None:
         _check_tolerance(tolerance, max_samples, n_samples, sampling, aggregate)
     n_images = run.batch.shape[0]
-    sums = _Sums(run.batch.shape, aggregate, sampling == "antithetic")
+    sums = RunningMoments(run.batch.shape, aggregate, sampling == "antithetic")
     with tqdm(total=n_images * n_samples, unit="copy", disable=not progress) as bar:
         counts = torch.full((n_images,), n_samples, dtype=torch.long)
         while int(counts.sum()):
             for owner, grads, _ in run.gradients(counts):
                 sums.add(owner, grads)
                 bar.update(len(owner))
-            counts = _more_samples(sums, tolerance, max_samples, sampling) if tolerance is not None else counts * 0
+            if tolerance is None:
+                break
+            counts = _more_samples(sums, tolerance, max_samples, sampling)
             bar.total += int(counts.sum())
     if tolerance is not None:
         unmet = (sums.relative_error() > tolerance).nonzero().flatten().tolist()
@@ -293,7 +305,7 @@ def noisy_gradients(
     n_samples: int = 50,
     noise_level: float | None = None,
     sigma: float | None = None,
-    sampling: str = "iid",
+    sampling: Sampling = "iid",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     tf32: bool = False,
@@ -342,7 +354,7 @@ class _Run:
     antithetic: bool
     step: int
     layout: torch.memory_format
-    noise: _NormalStream
+    noise: NormalStream
     tf32: bool
 
     @classmethod
@@ -360,41 +372,25 @@ class _Run:
         generator: torch.Generator | None,
         tf32: bool,
     ) -> _Run:
-        _check_model(model)
-        batch, single = _as_batch(x)
+        check_model(model)
+        batch, single = as_batch(x)
         batch = batch.detach()
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}.")
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
-        antithetic = sampling == "antithetic"
-        if antithetic and n_samples % 2:
-            raise ValueError(f"antithetic sampling draws gradients in pairs: n_samples must be even, got {n_samples}.")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
-        if noise_level is None and sigma is None:
-            noise_level = DEFAULT_NOISE_LEVEL
-        stdev = noise_std(batch, noise_level=noise_level, sigma=sigma)
-        if generator is not None and generator.device.type != batch.device.type:
-            raise ValueError(
-                f"generator is on {generator.device} but x is on {batch.device}: "
-                "create it with torch.Generator(device=x.device)."
-            )
+        check_aggregate(aggregate)
+        check_count("n_samples", n_samples)
+        antithetic = check_sampling(sampling, n_samples)
+        check_batch_size(batch_size)
+        stdev = default_noise_std(batch, noise_level, sigma)
+        check_generator(generator, batch)
         step = batch_size or default_batch_size(batch)
         if antithetic:
             step = max(2, step - step % 2)  # whole pairs in every chunk
-        with float32_precision(tf32):
-            layout, clean_logits = _clean_forward(model, batch, need_logits=target is None)
+        layout, clean_logits = clean_forward(model, batch, need_logits=target is None, tf32=tf32)
         classes = None
         if clean_logits is not None:
             classes = resolve_target(target, *clean_logits.shape, predicted=clean_logits)
         elif target is not None:
             resolve_target(target, batch.shape[0], None)  # the count and dtype now; the class range at the first chunk
-        noise = _NormalStream(batch[0].shape, generator, batch.device, batch.dtype)
+        noise = NormalStream(batch[0].shape, generator, batch.device, batch.dtype)
         return cls(model, batch, single, stdev, classes, target, antithetic, step, layout, noise, tf32)
 
     def gradients(self, counts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -404,20 +400,16 @@ class _Run:
         image are contiguous and, for antithetic sampling, come in pairs
         ``x + eps, x - eps``.
         """
-        owners = torch.repeat_interleave(torch.arange(len(counts)), counts).to(self.batch.device)
-        for start in range(0, len(owners), self.step):
-            owner = owners[start : start + self.step]
-            if self.antithetic:
-                half = self.noise.take(len(owner) // 2)
-                noise = torch.stack((half, -half), 1).flatten(0, 1)
-            else:
-                noise = self.noise.take(len(owner))
-            noisy = (self.batch[owner] + self.stdev[owner] * noise).contiguous(memory_format=self.layout)
+        everyone = owners(counts, self.batch.device)
+        for start in range(0, len(everyone), self.step):
+            owner = everyone[start : start + self.step]
+            noisy = noisy_copies(self.batch, self.stdev, owner, self.noise, self.antithetic)
+            noisy = noisy.contiguous(memory_format=self.layout)
             yield owner, *self._input_gradient(noisy.requires_grad_(True), owner)
 
     def _input_gradient(self, noisy: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with float32_precision(self.tf32), torch.enable_grad():
-            logits = _logits(self.model, noisy)
+            logits = checked_logits(self.model, noisy)
             if self.classes is None:
                 self.classes = resolve_target(self.target, self.batch.shape[0], logits.shape[1]).to(logits.device)
             selected = logits.gather(1, self.classes[owner][:, None]).sum()
@@ -425,126 +417,7 @@ class _Run:
         return grads, logits.detach()
 
 
-class _NormalStream:
-    """Standard normal noise copies of one shape, drawn a block at a time.
-
-    The values handed out depend only on the generator's state and the copy
-    shape, not on how many copies each ``take`` asks for, so results do not
-    depend on ``batch_size``.
-    """
-
-    def __init__(self, shape: torch.Size, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype):
-        self.shape, self.generator, self.device, self.dtype = shape, generator, device, dtype
-        self.block = max(1, min(_NOISE_BLOCK_COPIES, _NOISE_BLOCK_ELEMENTS // math.prod(shape)))
-        self.buffer = torch.empty((0, *shape), device=device, dtype=dtype)
-
-    def take(self, count: int) -> torch.Tensor:
-        parts = []
-        while count > 0:
-            if not len(self.buffer):
-                self.buffer = torch.randn(
-                    (self.block, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype
-                )
-            part, self.buffer = self.buffer[:count], self.buffer[count:]
-            parts.append(part)
-            count -= len(part)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-class _Sums:
-    """Running sums over units (one gradient, or one antithetic pair) per image, in float64 where the device has it.
-
-    Float64 keeps both the order of summation (set by batch_size) and the
-    differences E[u^2] - E[u]^2 from losing precision.
-    """
-
-    def __init__(self, shape: torch.Size, aggregate: str, paired: bool) -> None:
-        self.aggregate, self.paired = aggregate, paired
-        self.dtype = torch.float64
-        self.units = torch.zeros(shape[0], dtype=torch.long)
-        self.device: torch.device | None = None
-        self.shape = shape
-        names = ("q", "p", "qq", "pp", "pq", "qqq", "qqqq", "pqq") if aggregate == "vargrad" else ("u", "uu")
-        self.sums: dict[str, torch.Tensor] = dict.fromkeys(names)  # allocated on the first chunk's device
-
-    def add(self, owner: torch.Tensor, grads: torch.Tensor) -> None:
-        if self.device is None:
-            self.device = grads.device
-            self.dtype = torch.float32 if grads.device.type == "mps" else torch.float64
-            self.sums = {name: torch.zeros(self.shape, dtype=self.dtype, device=self.device) for name in self.sums}
-        grads = grads.to(self.dtype)
-        images, lengths = torch.unique_consecutive(owner.cpu(), return_counts=True)
-        for image, rows in zip(images.tolist(), grads.split(lengths.tolist()), strict=True):
-            self.units[image] += len(rows) // (2 if self.paired else 1)
-            if self.aggregate == "vargrad":
-                q, p = self._unit_means(rows), self._unit_means(rows.square())
-                qq = q * q
-                powers = (("q", q), ("p", p), ("qq", qq), ("pp", p * p), ("pq", p * q))
-                for name, value in (*powers, ("qqq", qq * q), ("qqqq", qq * qq), ("pqq", p * qq)):
-                    self.sums[name][image] += value.sum(0)
-            else:
-                u = self._unit_means({"abs": torch.abs, "square": torch.square}.get(self.aggregate, _identity)(rows))
-                self.sums["u"][image] += u.sum(0)
-                self.sums["uu"][image] += u.square().sum(0)
-
-    def _unit_means(self, values: torch.Tensor) -> torch.Tensor:
-        return values.unflatten(0, (-1, 2)).mean(1) if self.paired else values
-
-    def _per_unit(self, name: str) -> torch.Tensor:
-        return self.sums[name] / self._units()
-
-    def _units(self) -> torch.Tensor:
-        return self.units.to(self.device, self.dtype).reshape(-1, *([1] * (len(self.shape) - 1)))
-
-    def _variance(self) -> torch.Tensor:
-        """Unbiased variance of the unit values ``u_k``."""
-        k, u = self._units(), self._per_unit("u")
-        return (self.sums["uu"] - k * u * u) / (k - 1)
-
-    def mean(self) -> torch.Tensor:
-        if self.aggregate == "vargrad":
-            return (self._per_unit("p") - self._per_unit("q").square()).clamp_min(0)
-        return self._per_unit("u")
-
-    def stderr(self) -> torch.Tensor:
-        k = self._units()
-        if self.aggregate == "vargrad":
-            return torch.where(k >= 3, self._jackknife_vargrad().clamp_min(0).sqrt(), math.nan)
-        return torch.where(k >= 2, (self._variance().clamp_min(0) / k).sqrt(), math.nan)
-
-    def _jackknife_vargrad(self) -> torch.Tensor:
-        """Jackknife variance of ``V = p_bar - q_bar^2`` over the K units, from power sums.
-
-        With ``a_k = p_k - p_bar``, ``b_k = q_k - q_bar`` and ``d_k = a_k - 2 q_bar b_k``,
-        ``V_(-k) - V_(.) = -d_k / (K-1) - (b_k^2 - mean b^2) / (K-1)^2``; its sum of
-        squares needs the central sums of d^2, d b^2 and b^4, expanded below.
-        """
-        k, s = self._units(), self.sums
-        q, p = self._per_unit("q"), self._per_unit("p")
-        bb = s["qq"] - k * q * q
-        bbb = s["qqq"] - 3 * q * s["qq"] + 2 * k * q**3
-        bbbb = s["qqqq"] - 4 * q * s["qqq"] + 6 * q * q * s["qq"] - 3 * k * q**4
-        abb = s["pqq"] - 2 * q * s["pq"] + q * q * s["p"] - p * bb
-        dd = (s["pp"] - k * p * p) - 4 * q * (s["pq"] - k * p * q) + 4 * q * q * bb
-        dbb = abb - 2 * q * bbb
-        bb_spread = bbbb - bb * bb / k
-        m = k - 1
-        return (m / k) * (dd / m**2 + 2 * dbb / m**3 + bb_spread / m**4)
-
-    def relative_error(self) -> torch.Tensor:
-        """``||stderr||_2 / ||mean||_2`` per image (B,), on the CPU; inf for a zero mean with a non-zero error."""
-        stderr, mean = self.stderr().flatten(1).norm(dim=1), self.mean().flatten(1).norm(dim=1)
-        return torch.where(stderr > 0, stderr / mean, torch.zeros_like(stderr)).nan_to_num(nan=math.inf).cpu()
-
-    def gradients_per_image(self) -> torch.Tensor:
-        return self.units * (2 if self.paired else 1)
-
-
-def _identity(values: torch.Tensor) -> torch.Tensor:
-    return values
-
-
-def _more_samples(sums: _Sums, tolerance: float, max_samples: int, sampling: str) -> torch.Tensor:
+def _more_samples(sums: RunningMoments, tolerance: float, max_samples: int, sampling: str) -> torch.Tensor:
     """How many more gradients each image needs for its relative error to reach ``tolerance`` (0 when done)."""
     used = sums.gradients_per_image()
     error = sums.relative_error()
@@ -566,126 +439,10 @@ def _check_tolerance(tolerance: float, max_samples: int, n_samples: int, samplin
             f"tolerance needs an error estimate from at least {needed} independent units (gradients, or antithetic "
             f"pairs) for aggregate={aggregate!r}: n_samples={n_samples} is too few."
         )
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < n_samples:
-        raise ValueError(f"max_samples must be an int >= n_samples={n_samples}, got {max_samples!r}.")
-
-
-def _clean_forward(
-    model: nn.Module, batch: torch.Tensor, need_logits: bool
-) -> tuple[torch.memory_format, torch.Tensor | None]:
-    """The memory layout in which the noisy copies go through ``model``, and the logits (B, K) of the clean images.
-
-    The layout is channels_last (NHWC) for a convolutional model on the CPU,
-    where oneDNN's NHWC kernels are faster (the README's benchmark table),
-    provided the clean forward pass in it succeeds; it is the default layout
-    on other devices, for models without ``nn.Conv2d``, and for a model that
-    cannot take NHWC input (a ``.view`` of its feature maps raises). The
-    layout changes each gradient by float rounding (relative 1e-6), which in a
-    deep ReLU6 network can flip a gate that sits at its threshold and so move
-    a single noisy gradient by a visible amount. Off the CPU the clean forward
-    pass runs only when the targets are the predicted classes (``need_logits``).
-    """
-    with torch.no_grad():
-        if batch.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-            try:
-                return torch.channels_last, _logits(model, batch.contiguous(memory_format=torch.channels_last))
-            except RuntimeError:
-                pass
-        return torch.contiguous_format, (_logits(model, batch) if need_logits or batch.device.type == "cpu" else None)
-
-
-def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | None = None) -> torch.Tensor:
-    """Per-image noise standard deviation, shape (B, 1, 1, 1), for a batch (B, C, H, W).
-
-    Exactly one of ``noise_level`` (fraction of each image's range
-    ``max x_b - min x_b``) and ``sigma`` (absolute, input units) must be given.
-    """
-    if noise_level is not None and sigma is not None:
-        raise ValueError(
-            "Give either noise_level (a fraction of each image's range) or sigma "
-            "(an absolute standard deviation), not both."
-        )
-    if noise_level is None and sigma is None:
-        raise ValueError("Give noise_level (e.g. 0.15) or sigma (e.g. 0.1).")
-    name, value = ("sigma", sigma) if sigma is not None else ("noise_level", noise_level)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-    if sigma is not None:
-        return torch.full((x.shape[0], 1, 1, 1), float(sigma), dtype=x.dtype, device=x.device)
-    flat = x.detach().flatten(1)
-    spread = flat.amax(1) - flat.amin(1)
-    return (noise_level * spread).reshape(-1, 1, 1, 1)
+    check_count("max_samples", max_samples, n_samples)
 
 
 def default_batch_size(x: torch.Tensor) -> int:
     """Noisy copies per forward pass chosen for the device of ``x`` (B, C, H, W)."""
     budget = _ELEMENTS_PER_BATCH.get(x.device.type, _ELEMENTS_PER_BATCH["cpu"])
     return max(1, budget // x[0].numel())
-
-
-def resolve_target(
-    target: TargetType, n_images: int, n_classes: int | None, predicted: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Class index per image as a long tensor (B,), checked against ``n_images`` and the model's ``n_classes``.
-
-    ``None`` takes the arg-max of the ``predicted`` logits (B, K); an int
-    applies to every image; a sequence or tensor gives one class per image.
-    ``n_classes=None`` skips the range check (done later, once the model's output is known).
-    """
-    device = predicted.device if predicted is not None else None
-    if target is None:
-        if predicted is None:
-            raise ValueError("target=None needs the clean images' logits to pick the predicted classes.")
-        return predicted.detach().argmax(1)
-    if isinstance(target, bool):
-        raise TypeError("target must be None, an int, or one int per image; got a bool.")
-    if isinstance(target, int):
-        classes = torch.full((n_images,), target, dtype=torch.long)
-    else:
-        classes = torch.as_tensor(target)
-        if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices, got dtype {classes.dtype}.")
-        classes = classes.reshape(-1).long()
-        if classes.numel() != n_images:
-            raise ValueError(
-                f"target has {classes.numel()} entries but x holds {n_images} image(s): "
-                "give one class per image, a single int, or None."
-            )
-    if n_classes is not None and classes.numel() and (classes.min() < 0 or classes.max() >= n_classes):
-        raise ValueError(f"target {classes.tolist()} is outside the model's classes 0..{n_classes - 1}.")
-    return classes.to(device) if device is not None else classes
-
-
-def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Validate ``x`` and return it as (B, C, H, W), with whether it was a single image."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W) or (C, H, W), got {type(x).__name__}.")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}: convert it, e.g. x.float() / 255.")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}.")
-    if x.numel() == 0:
-        raise ValueError(f"x is empty (shape {tuple(x.shape)}).")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or inf values: clean the input before explaining it.")
-    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
-
-
-def _check_model(model: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if any(module.training for module in model.modules()):
-        raise ValueError(
-            "model is in training mode (dropout and batch-norm statistics would make the "
-            "gradients random and couple the images of a batch): call model.eval() first."
-        )
-
-
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    logits = model(x)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"model must return logits of shape (B, classes) = ({x.shape[0]}, K); got {shape}.")
-    return logits

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .saliency import Estimate, TargetType, noise_std, resolve_target, vanilla_gradient
+from ._checks import TargetType, as_batch, check_count, check_model, checked_logits, resolve_target
+from .aggregates import Estimate
+from .noise import NormalStream, check_generator, default_noise_std
+from .precision import float32_precision
+from .saliency import vanilla_gradient
+from .stats import cosine
+
+__all__ = ["best_beta", "cosine", "softplus_copy", "softplus_cosines", "stein_gradient"]
 
 
 def stein_gradient(
@@ -46,39 +53,43 @@ def stein_gradient(
     that of one gradient's: it needs far more samples than SmoothGrad.
 
     Args:
-        model: classifier in eval mode; x: images (B, C, H, W).
-        target: as in ``smoothgrad``; n_samples: N per image.
-        noise_level, sigma: as in ``smoothgrad`` (exactly one; ``noise_level`` is
-            a fraction of each image's range).
-        batch_size: noisy copies per forward pass; generator: the noise's ``torch.Generator``.
+        model: classifier in eval mode; x: images (B, C, H, W) or one image (C, H, W).
+        target: as in ``smoothgrad``; n_samples: N per image (>= 2).
+        noise_level, sigma: as in ``smoothgrad`` (at most one; neither: ``noise_level=0.15``).
+        batch_size: noisy copies per forward pass; it does not change the result (the
+            noise comes from ``noise.NormalStream``, as ``smoothgrad``'s does).
+        generator: the noise's ``torch.Generator``, on the device of x.
 
     Returns:
-        ``Estimate(mean, stderr, n_samples)``: mean and stderr (B, C, H, W), n_samples (B,).
+        ``Estimate(mean, stderr, n_samples)``: mean and stderr shaped like x, n_samples (B,) (an int for one image).
     """
-    if x.ndim != 4:
-        raise ValueError(f"x must be a batch (B, C, H, W), got shape {tuple(x.shape)}.")
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be >= 2 for a standard error, got {n_samples}.")
-    stdev = noise_std(x, noise_level=noise_level, sigma=sigma)
-    with torch.no_grad():
-        clean = model(x)
-        classes = resolve_target(target, *clean.shape, predicted=clean)
+    check_model(model)
+    batch, single = as_batch(x)
+    batch = batch.detach()
+    check_count("n_samples", n_samples, 2)
+    check_count("batch_size", batch_size)
+    check_generator(generator, batch)
+    stdev = default_noise_std(batch, noise_level, sigma)
+    stream = NormalStream(batch.shape[1:], generator, batch.device, batch.dtype)
+    with torch.no_grad(), float32_precision():
+        clean = checked_logits(model, batch)
+        classes = resolve_target(target, *clean.shape, predicted=clean).to(batch.device)
         base = clean.gather(1, classes[:, None])[:, 0].double()
-        total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        total = torch.zeros(batch.shape, dtype=torch.float64, device=batch.device)
         squares = torch.zeros_like(total)
-        for b in range(x.shape[0]):
+        for b in range(batch.shape[0]):
             for start in range(0, n_samples, batch_size):
-                count = min(batch_size, n_samples - start)
-                noise = torch.randn((count, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-                eps = stdev[b] * noise
-                values = model(x[b] + eps)[:, classes[b]].double() - base[b]
+                eps = stdev[b] * stream.take(min(batch_size, n_samples - start))
+                values = model(batch[b] + eps)[:, classes[b]].double() - base[b]
                 terms = eps.double() * values.reshape(-1, 1, 1, 1) / stdev[b].double().square()
                 total[b] += terms.sum(0)
                 squares[b] += terms.square().sum(0)
     mean = total / n_samples
     stderr = ((squares - n_samples * mean.square()).clamp_min(0) / (n_samples - 1) / n_samples).sqrt()
-    counts = torch.full((x.shape[0],), n_samples, dtype=torch.long)
-    return Estimate(mean.to(x.dtype), stderr.to(x.dtype), counts)
+    mean, stderr = mean.to(batch.dtype), stderr.to(batch.dtype)
+    if single:
+        return Estimate(mean[0], stderr[0], n_samples)
+    return Estimate(mean, stderr, torch.full((batch.shape[0],), n_samples, dtype=torch.long))
 
 
 def softplus_copy(model: nn.Module, beta: float) -> nn.Module:
@@ -100,11 +111,6 @@ def softplus_copy(model: nn.Module, beta: float) -> nn.Module:
         parent = swapped.get_submodule(parent_name) if parent_name else swapped
         setattr(parent, child, nn.Softplus(beta=float(beta)))
     return swapped.eval()
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,)."""
-    return nn.functional.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1)
 
 
 def softplus_cosines(

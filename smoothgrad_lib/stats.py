@@ -1,4 +1,4 @@
-"""Uncertainty of measured summaries: bootstrap confidence intervals over images.
+"""Statistics of measured summaries: bootstrap confidence intervals over images, correlations, slopes.
 
 Every comparison in the report is a mean over images; its uncertainty comes
 from which images were drawn. The percentile bootstrap resamples the images
@@ -8,8 +8,12 @@ methods, so that what varies from image to image cancels in the difference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from scipy import stats as scipy_stats
+from torch import nn
 
 
 def bootstrap_ci(
@@ -70,3 +74,51 @@ def spearman_brown(reliability: torch.Tensor | float, factor: float) -> torch.Te
     reliability of one 2N-sample map.
     """
     return factor * reliability / (1 + (factor - 1) * reliability)
+
+
+def disattenuated_correlation(
+    r_ab: torch.Tensor | float, reliability_a: torch.Tensor | float, reliability_b: torch.Tensor | float
+) -> torch.Tensor | float:
+    """The correlation of a and b corrected for measurement noise: ``r_ab / sqrt(rel_a rel_b)`` (Spearman 1904).
+
+    ``r_ab`` correlates noisy measurements of a and b (e.g. two independent
+    Monte-Carlo maps), ``rel_a`` and ``rel_b`` are their reliabilities (e.g.
+    split-half correlations): the result estimates the correlation of the
+    noise-free quantities. It can exceed 1 when the reliabilities are themselves noisy.
+    """
+    return r_ab / (reliability_a * reliability_b) ** 0.5
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,)."""
+    return nn.functional.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1)
+
+
+def relative_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``||b - a|| / ||a||`` per item of a batch (B, ...), in float64: (B,)."""
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
+    x, y = a.detach().flatten(1).double(), b.detach().flatten(1).double()
+    return (y - x).norm(dim=1) / x.norm(dim=1)
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Least-squares slope of log y against log x, with a two-sided confidence interval (Student t, len(x) - 2 d.o.f.).
+
+    The interval assumes independent points scattered around a straight line;
+    it is too narrow when the points share data or the curve bends.
+    """
+    if len(x) < 3:
+        raise ValueError(f"a slope with a confidence interval needs at least 3 points, got {len(x)}.")
+    fit = scipy_stats.linregress(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)))
+    half = scipy_stats.t.ppf(0.5 + confidence / 2, len(x) - 2) * fit.stderr
+    return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
+
+
+def ratio_stderr(ratio: float, a: float, a_se: float, b: float, b_se: float) -> float:
+    """Standard error of ``ratio = a / b`` from independent estimates a and b, by the delta method.
+
+    Relative errors of independent estimates add in quadrature:
+    ``se(a/b) / (a/b) = sqrt((se_a / a)^2 + (se_b / b)^2)``.
+    """
+    return abs(ratio) * ((a_se / a) ** 2 + (b_se / b) ** 2) ** 0.5

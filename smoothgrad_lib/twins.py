@@ -55,8 +55,8 @@ class Twin:
 TWINS = {
     "relu": Twin("relu"),
     "softplus": Twin("softplus"),
-    # Fewer images, more passes, so that it memorises labels that carry no information: the shipped weights fit 0.696
-    # of their 1000 permuted training labels (chance 0.25) and 0.247 of the true labels of make_shapes(2000, 2026).
+    # Fewer images, more passes, so that it memorises labels that carry no information (its accuracy on the
+    # permuted and on the true labels: notebook 04 and tests/test_twins.py).
     "relu-permuted": Twin("relu", permuted_labels=True, n_train=1000, epochs=50, min_accuracy=None),
 }
 WEIGHTS = resources.files("smoothgrad_lib.weights")

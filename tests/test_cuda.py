@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import load_image, load_model, smoothgrad, smoothgrad_estimate, vanilla_gradient
-from smoothgrad_lib.experiments import directional_slice, generator, gradients_at, increment_scaling
+from smoothgrad_lib.noise import noise_std
+from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.precision import current_settings, float32_precision
-from smoothgrad_lib.saliency import noise_std
+from smoothgrad_lib.probes import directional_slice, gradients_at, increment_scaling
 from smoothgrad_lib.shapes import make_shapes
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

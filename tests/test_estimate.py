@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
+from smoothgrad_lib.aggregates import AGGREGATES
 from smoothgrad_lib.precision import current_settings, float32_precision
-from smoothgrad_lib.saliency import AGGREGATES
 
 SHAPE = (3, 6, 5)  # conftest's default image shape
 

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from smoothgrad_lib import evaluation as ev
+from smoothgrad_lib.faithfulness import BASELINE_BLUR_SIGMA, aopc, blur, curve_auc, deletion_curve, insertion_curve
+from smoothgrad_lib.metrics import (
+    dilate,
+    mask_auc,
+    pointing_game,
+    rank_correlation,
+    relevance_mass,
+    relevance_rank,
+    ssim,
+)
+from smoothgrad_lib.randomisation import randomize_layers
 
 # A 3x3 map with a tie at the maximum (one copy inside the mask, one outside) and a negative value.
 MAP = torch.tensor([[0.1, 0.9, 0.3], [0.5, 0.2, 0.9], [-0.4, 0.0, 0.7]])
@@ -24,50 +34,50 @@ def random_case(seed: int, n: int = 6, size: int = 8, levels: int | None = None)
 
 def test_pointing_game_hand_computed():
     # The maximum 0.9 is tied at (0, 1), inside, and (1, 2), outside: any maximal pixel inside is a hit.
-    assert ev.pointing_game(MAP[None], MASK[None]).tolist() == [True]
+    assert pointing_game(MAP[None], MASK[None]).tolist() == [True]
     outside_max = MAP.clone()
     outside_max[1, 2] = 1.0
-    assert ev.pointing_game(outside_max[None], MASK[None]).tolist() == [False]
+    assert pointing_game(outside_max[None], MASK[None]).tolist() == [False]
 
 
 def test_relevance_mass_hand_computed():
     # Positive relevance: 0.1 + 0.9 + 0.3 + 0.5 + 0.2 + 0.9 + 0.7 = 3.6 in all, 0.9 + 0.5 + 0.7 = 2.1 inside;
     # -0.4 counts 0.
-    assert ev.relevance_mass(MAP[None], MASK[None]).item() == pytest.approx(2.1 / 3.6, rel=1e-6)
+    assert relevance_mass(MAP[None], MASK[None]).item() == pytest.approx(2.1 / 3.6, rel=1e-6)
 
 
 def test_relevance_mass_without_positive_relevance_is_nan():
-    assert ev.relevance_mass(-MAP.abs()[None], MASK[None]).isnan().item()
+    assert relevance_mass(-MAP.abs()[None], MASK[None]).isnan().item()
 
 
 def test_relevance_rank_hand_computed():
     # K = 3; the top three are 0.9 (inside), 0.9 (outside), 0.7 (inside): 2 of 3.
-    assert ev.relevance_rank(MAP[None], MASK[None]).item() == pytest.approx(2 / 3)
+    assert relevance_rank(MAP[None], MASK[None]).item() == pytest.approx(2 / 3)
     # K = 1 and the first place is a tie of two pixels, one inside: expected share 1/2.
     single = torch.zeros(3, 3, dtype=torch.bool)
     single[0, 1] = True
-    assert ev.relevance_rank(MAP[None], single[None]).item() == pytest.approx(0.5)
+    assert relevance_rank(MAP[None], single[None]).item() == pytest.approx(0.5)
 
 
 def test_mask_auc_hand_computed():
     # Inside {0.9, 0.5, 0.7} against outside {0.1, 0.3, 0.2, 0.9, -0.4, 0.0}: 18 pairs,
     # 0.9 wins 5 and ties 1 (5.5), 0.5 wins 5, 0.7 wins 5: AUC = 15.5 / 18.
-    assert ev.mask_auc(MAP[None], MASK[None]).item() == pytest.approx(15.5 / 18)
+    assert mask_auc(MAP[None], MASK[None]).item() == pytest.approx(15.5 / 18)
 
 
 def test_constant_map_scores_chance():
     maps, masks = random_case(1)
     constant = torch.full_like(maps, 0.3)
     share = masks.flatten(1).double().mean(1)
-    torch.testing.assert_close(ev.relevance_rank(constant, masks), share)
-    torch.testing.assert_close(ev.mask_auc(constant, masks), torch.full_like(share, 0.5))
-    assert ev.pointing_game(constant, masks).all()
+    torch.testing.assert_close(relevance_rank(constant, masks), share)
+    torch.testing.assert_close(mask_auc(constant, masks), torch.full_like(share, 0.5))
+    assert pointing_game(constant, masks).all()
 
 
 @pytest.mark.parametrize("transform", [torch.exp, lambda m: m**3 + 5, lambda m: 2 * m - 7])
 def test_rank_metrics_are_invariant_to_increasing_transforms(transform):
     maps, masks = random_case(2, levels=5)  # many ties, also across the K-th place
-    for metric in (ev.relevance_rank, ev.mask_auc):
+    for metric in (relevance_rank, mask_auc):
         torch.testing.assert_close(metric(transform(maps), masks), metric(maps, masks), rtol=0, atol=1e-12)
 
 
@@ -76,42 +86,42 @@ def test_mask_auc_equals_scikit_learn_with_ties():
 
     maps, masks = random_case(3, levels=4)
     expected = [roc_auc_score(m.flatten(), a.flatten()) for m, a in zip(masks.numpy(), maps.numpy(), strict=True)]
-    np.testing.assert_allclose(ev.mask_auc(maps, masks).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(mask_auc(maps, masks).numpy(), expected, rtol=1e-12)
 
 
 def test_perfect_and_inverted_maps():
     _, masks = random_case(4)
     perfect = masks.double()
-    assert ev.mask_auc(perfect, masks).eq(1).all() and ev.relevance_rank(perfect, masks).eq(1).all()
-    assert ev.relevance_mass(perfect, masks).eq(1).all() and ev.pointing_game(perfect, masks).all()
-    assert ev.mask_auc(-perfect, masks).eq(0).all()
+    assert mask_auc(perfect, masks).eq(1).all() and relevance_rank(perfect, masks).eq(1).all()
+    assert relevance_mass(perfect, masks).eq(1).all() and pointing_game(perfect, masks).all()
+    assert mask_auc(-perfect, masks).eq(0).all()
 
 
 def test_dilate_square():
     masks = torch.zeros(2, 5, 5, dtype=torch.bool)
     masks[0, 2, 2] = True
     masks[1, 0, 0] = True
-    grown = ev.dilate(masks, 1)
+    grown = dilate(masks, 1)
     assert grown[0].nonzero().tolist() == [[r, c] for r in (1, 2, 3) for c in (1, 2, 3)]
     assert grown[1].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
-    assert ev.dilate(masks, 2)[0].all()
-    assert torch.equal(ev.dilate(masks, 0), masks)
+    assert dilate(masks, 2)[0].all()
+    assert torch.equal(dilate(masks, 0), masks)
 
 
 def test_localisation_bad_inputs():
     maps, masks = random_case(5)
     with pytest.raises(ValueError, match="empty"):
-        ev.mask_auc(maps, torch.zeros_like(masks))
+        mask_auc(maps, torch.zeros_like(masks))
     with pytest.raises(ValueError, match="whole image"):
-        ev.mask_auc(maps, torch.ones_like(masks))
+        mask_auc(maps, torch.ones_like(masks))
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
-        ev.relevance_mass(maps[0], masks[0])
+        relevance_mass(maps[0], masks[0])
     with pytest.raises(TypeError, match="bool"):
-        ev.pointing_game(maps, masks.float())
+        pointing_game(maps, masks.float())
     with pytest.raises(ValueError, match="NaN"):
-        ev.relevance_rank(torch.full_like(maps, float("nan")), masks)
+        relevance_rank(torch.full_like(maps, float("nan")), masks)
     with pytest.raises(ValueError, match="pixels"):
-        ev.dilate(masks, -1)
+        dilate(masks, -1)
 
 
 def test_localisation_agrees_with_quantus():
@@ -128,10 +138,10 @@ def test_localisation_agrees_with_quantus():
     }
     options = {"abs": False, "normalise": False, "disable_warnings": True, "display_progressbar": False}
     pairs = [
-        (quantus.PointingGame, ev.pointing_game),
-        (quantus.RelevanceMassAccuracy, ev.relevance_mass),
-        (quantus.RelevanceRankAccuracy, ev.relevance_rank),
-        (quantus.AUC, ev.mask_auc),
+        (quantus.PointingGame, pointing_game),
+        (quantus.RelevanceMassAccuracy, relevance_mass),
+        (quantus.RelevanceRankAccuracy, relevance_rank),
+        (quantus.AUC, mask_auc),
     ]
     for metric, ours in pairs:
         theirs = np.asarray(metric(**options)(**data), dtype=np.float64)
@@ -147,20 +157,20 @@ def test_rank_correlation_equals_scipy_spearman():
     a, _ = random_case(7, levels=6)
     b = a + torch.randn(a.shape, generator=torch.Generator().manual_seed(0), dtype=a.dtype)
     expected = [spearmanr(p.flatten(), q.flatten()).statistic for p, q in zip(a.numpy(), b.numpy(), strict=True)]
-    np.testing.assert_allclose(ev.rank_correlation(a, b).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(rank_correlation(a, b).numpy(), expected, rtol=1e-12)
     pairs = zip(a.numpy(), -b.numpy(), strict=True)
     flipped = [spearmanr(np.abs(p.flatten()), np.abs(q.flatten())).statistic for p, q in pairs]
-    np.testing.assert_allclose(ev.rank_correlation(a, -b, absolute=True).numpy(), flipped, rtol=1e-12)
-    torch.testing.assert_close(ev.rank_correlation(a, a.exp()), torch.ones(len(a), dtype=torch.float64))
-    torch.testing.assert_close(ev.rank_correlation(a, -a), -torch.ones(len(a), dtype=torch.float64))
+    np.testing.assert_allclose(rank_correlation(a, -b, absolute=True).numpy(), flipped, rtol=1e-12)
+    torch.testing.assert_close(rank_correlation(a, a.exp()), torch.ones(len(a), dtype=torch.float64))
+    torch.testing.assert_close(rank_correlation(a, -a), -torch.ones(len(a), dtype=torch.float64))
 
 
 def test_ssim_identical_maps_is_one_and_range_is_checked():
     a, _ = random_case(8, size=16)
-    assert torch.allclose(ev.ssim(a, a), torch.ones(len(a), dtype=torch.float64))
-    assert (ev.ssim(a, torch.rand(a.shape, generator=torch.Generator().manual_seed(1), dtype=a.dtype)) < 0.5).all()
+    assert torch.allclose(ssim(a, a), torch.ones(len(a), dtype=torch.float64))
+    assert (ssim(a, torch.rand(a.shape, generator=torch.Generator().manual_seed(1), dtype=a.dtype)) < 0.5).all()
     with pytest.raises(ValueError, match="data_range"):
-        ev.ssim(a * 3, a)
+        ssim(a * 3, a)
 
 
 # --- deletion and insertion -------------------------------------------------------------------------------------------
@@ -183,20 +193,20 @@ def test_deletion_in_order_of_contribution_beats_random_order():
     model, x, w = linear_model()
     contribution = (w * x).sum(1)  # a pixel's share of the logit, all channels together
     g = torch.Generator().manual_seed(0)
-    deletion = ev.curve_auc(ev.deletion_curve(model, x, contribution, 0, baseline=0.0, steps=12))
-    insertion = ev.curve_auc(ev.insertion_curve(model, x, contribution, 0, baseline=0.0, steps=12))
+    deletion = curve_auc(deletion_curve(model, x, contribution, 0, baseline=0.0, steps=12))
+    insertion = curve_auc(insertion_curve(model, x, contribution, 0, baseline=0.0, steps=12))
     for _ in range(5):
         random_map = torch.rand(contribution.shape, generator=g)
-        assert (deletion < ev.curve_auc(ev.deletion_curve(model, x, random_map, 0, baseline=0.0, steps=12))).all()
-        assert (insertion > ev.curve_auc(ev.insertion_curve(model, x, random_map, 0, baseline=0.0, steps=12))).all()
+        assert (deletion < curve_auc(deletion_curve(model, x, random_map, 0, baseline=0.0, steps=12))).all()
+        assert (insertion > curve_auc(insertion_curve(model, x, random_map, 0, baseline=0.0, steps=12))).all()
 
 
 def test_curves_follow_their_definition_pixel_by_pixel():
     model, x, _ = linear_model(1, size=3)
     maps = torch.rand(4, 3, 3, generator=torch.Generator().manual_seed(2))
     base = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
-    deletion = ev.deletion_curve(model, x, maps, baseline=base, steps=9)
-    insertion = ev.insertion_curve(model, x, maps, baseline=base, steps=9)
+    deletion = deletion_curve(model, x, maps, baseline=base, steps=9)
+    insertion = insertion_curve(model, x, maps, baseline=base, steps=9)
     order = maps.flatten(1).argsort(1, descending=True)
     target = model(x).argmax(1)
     for b in range(4):
@@ -214,10 +224,10 @@ def test_curves_do_not_depend_on_batch_size_and_ties_are_deterministic():
     model, x, _ = linear_model(2)
     constant = torch.zeros(x.shape[0], *x.shape[2:])  # all tied
     options = {"baseline": "mean", "steps": 6}
-    raster = ev.deletion_curve(model, x, constant, **options)
-    torch.testing.assert_close(ev.deletion_curve(model, x, constant, batch_size=1, **options), raster)
+    raster = deletion_curve(model, x, constant, **options)
+    torch.testing.assert_close(deletion_curve(model, x, constant, batch_size=1, **options), raster)
     shuffled = [
-        ev.deletion_curve(model, x, constant, generator=torch.Generator().manual_seed(s), **options) for s in (5, 5, 6)
+        deletion_curve(model, x, constant, generator=torch.Generator().manual_seed(s), **options) for s in (5, 5, 6)
     ]
     assert torch.equal(shuffled[0], shuffled[1]) and not torch.equal(shuffled[0], shuffled[2])
     assert not torch.equal(shuffled[0], raster)
@@ -228,27 +238,27 @@ def test_curve_baselines():
     maps = (w * x).sum(1)
     target = model(x).softmax(1)[:, 0]
     for baseline, image in [(0.5, torch.full_like(x, 0.5)), ("mean", x.mean((2, 3), keepdim=True).expand_as(x))]:
-        curve = ev.deletion_curve(model, x, maps, 0, baseline=baseline, steps=4)
+        curve = deletion_curve(model, x, maps, 0, baseline=baseline, steps=4)
         torch.testing.assert_close(curve[:, 0], target)
         torch.testing.assert_close(curve[:, -1], model(image).softmax(1)[:, 0])
-        torch.testing.assert_close(ev.insertion_curve(model, x, maps, 0, baseline=baseline, steps=4)[:, -1], target)
-    blurred = ev.deletion_curve(model, x, maps, 0, baseline="blur", steps=4)[:, -1]
-    torch.testing.assert_close(blurred, model(ev.blur(x, ev.BLUR_SIGMA)).softmax(1)[:, 0])
+        torch.testing.assert_close(insertion_curve(model, x, maps, 0, baseline=baseline, steps=4)[:, -1], target)
+    blurred = deletion_curve(model, x, maps, 0, baseline="blur", steps=4)[:, -1]
+    torch.testing.assert_close(blurred, model(blur(x, BASELINE_BLUR_SIGMA)).softmax(1)[:, 0])
     with pytest.raises(ValueError, match="baseline"):
-        ev.deletion_curve(model, x, maps, baseline="zeros")
+        deletion_curve(model, x, maps, baseline="zeros")
     with pytest.raises(ValueError, match="shape of x"):
-        ev.deletion_curve(model, x, maps, baseline=x[0])
+        deletion_curve(model, x, maps, baseline=x[0])
     with pytest.raises(ValueError, match="steps"):
-        ev.insertion_curve(model, x, maps, baseline=0.0, steps=0)
+        insertion_curve(model, x, maps, baseline=0.0, steps=0)
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
-        ev.insertion_curve(model, x, maps[0], baseline=0.0)
+        insertion_curve(model, x, maps[0], baseline=0.0)
 
 
 def test_curve_auc_and_aopc():
     curve = torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0], [0.8, 0.2, 0.2]])
-    torch.testing.assert_close(ev.curve_auc(curve), torch.tensor([0.5, 1.0, 0.35]))
+    torch.testing.assert_close(curve_auc(curve), torch.tensor([0.5, 1.0, 0.35]))
     # AOPC: mean over k = 0..2 of p0 - pk.
-    torch.testing.assert_close(ev.aopc(curve), torch.tensor([0.5, 0.0, 0.4]))
+    torch.testing.assert_close(aopc(curve), torch.tensor([0.5, 0.0, 0.4]))
 
 
 # --- model randomisation ---------------------------------------------------------------------------------------------
@@ -264,7 +274,7 @@ def test_cascading_randomisation_changes_the_top_layers_only_and_never_the_model
     model = shapes_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     layers = [name for name, m in model.named_modules() if list(m.parameters(recurse=False))]
-    steps = list(ev.randomize_layers(model, generator=torch.Generator().manual_seed(0)))
+    steps = list(randomize_layers(model, generator=torch.Generator().manual_seed(0)))
     assert [name for name, _ in steps] == layers[::-1]
     for j, (_, randomised) in enumerate(steps):
         assert not randomised.training
@@ -282,12 +292,12 @@ def test_cascading_randomisation_changes_the_top_layers_only_and_never_the_model
 
 def test_randomisation_is_deterministic_and_independent_order_changes_one_layer():
     model = shapes_model()
-    first = [m for _, m in ev.randomize_layers(model, generator=torch.Generator().manual_seed(1))]
-    again = [m for _, m in ev.randomize_layers(model, generator=torch.Generator().manual_seed(1))]
-    other = [m for _, m in ev.randomize_layers(model, generator=torch.Generator().manual_seed(2))]
+    first = [m for _, m in randomize_layers(model, generator=torch.Generator().manual_seed(1))]
+    again = [m for _, m in randomize_layers(model, generator=torch.Generator().manual_seed(1))]
+    other = [m for _, m in randomize_layers(model, generator=torch.Generator().manual_seed(2))]
     assert all(torch.equal(p, q) for p, q in zip(first[-1].parameters(), again[-1].parameters(), strict=True))
     assert not torch.equal(first[-1][0].weight, other[-1][0].weight)
-    independent = list(ev.randomize_layers(model, order="independent", generator=torch.Generator().manual_seed(1)))
+    independent = list(randomize_layers(model, order="independent", generator=torch.Generator().manual_seed(1)))
     for name, randomised in independent:
         differs = {k for k, v in randomised.state_dict().items() if not torch.equal(v, model.state_dict()[k])}
         assert differs and all(k.rsplit(".", 1)[0] == name for k in differs)
@@ -298,12 +308,12 @@ def test_randomisation_is_deterministic_and_independent_order_changes_one_layer(
 
 def test_randomisation_by_blocks_and_bad_arguments():
     model = shapes_model()
-    ((name, randomised),) = list(ev.randomize_layers(model, layers=["0"]))  # one named layer: one step
+    ((name, randomised),) = list(randomize_layers(model, layers=["0"]))  # one named layer: one step
     assert name == "0" and not torch.equal(randomised[0].weight, model[0].weight)
     with pytest.raises(ValueError, match="order"):
-        next(ev.randomize_layers(model, order="bottom_up"))
+        next(randomize_layers(model, order="bottom_up"))
     with pytest.raises(ValueError, match="no layer"):
-        next(ev.randomize_layers(model, layers=["2"]))  # a ReLU
+        next(randomize_layers(model, layers=["2"]))  # a ReLU
 
 
 def test_randomisation_layer_order_agrees_with_quantus():
@@ -312,4 +322,4 @@ def test_randomisation_layer_order_agrees_with_quantus():
     model = shapes_model()
     with torch.random.fork_rng(devices=[]):  # Quantus reseeds the global RNG
         theirs = [name for name, _ in PyTorchModel(model).get_random_layer_generator(order="top_down")]
-    assert [name for name, _ in ev.randomize_layers(model)] == theirs
+    assert [name for name, _ in randomize_layers(model)] == theirs

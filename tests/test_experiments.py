@@ -9,27 +9,22 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import load_model, noisy_gradients, smoothgrad
-from smoothgrad_lib.experiments import (
+from smoothgrad_lib.aggregates import aggregate_samples
+from smoothgrad_lib.faithfulness import gaussian_blur
+from smoothgrad_lib.metrics import brightest_share, far_share, localisation, neighbour_difference
+from smoothgrad_lib.montecarlo import running_mean, samples_for_reliability
+from smoothgrad_lib.noise import seeded_generator as generator
+from smoothgrad_lib.probes import (
     accuracy,
     activation_gates,
-    aggregate_samples,
-    brightest_share,
     directional_slice,
-    far_share,
     gate_fractions,
-    gaussian_blur,
-    generator,
     increment_scaling,
-    localisation,
-    neighbour_difference,
     noisy_gradients_and_ranks,
     noisy_ranks,
-    relative_change,
-    running_mean,
-    samples_for_reliability,
 )
 from smoothgrad_lib.shapes import make_shapes
-from smoothgrad_lib.stats import spearman_brown
+from smoothgrad_lib.stats import relative_change, spearman_brown
 
 SHAPE = (2, 4, 4)
 

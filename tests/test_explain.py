@@ -17,8 +17,9 @@ from matplotlib.colors import LogNorm
 from PIL import Image
 
 from smoothgrad_lib import cli, explain, load_image, load_model, saliency_map, smoothgrad_estimate
-from smoothgrad_lib.experiments import generator
+from smoothgrad_lib.aggregates import snr_map
 from smoothgrad_lib.models import imagenet_categories
+from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.shapes import CLASSES, make_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,8 +261,8 @@ def test_signal_to_noise_map_by_hand():
     mean = torch.tensor([[[2.0, -1.0, 1.0, 0.0, 0.0]], [[-4.0, 0.5, 0.2, 0.0, 0.0]]])
     stderr = torch.tensor([[[1.0, 0.0, 3.0, 0.0, 0.2]], [[1.0, 1.0, 0.0, 0.0, 0.2]]])
     expected = torch.tensor([[4.0, torch.inf, 1 / 3, torch.nan, 0.0]])
-    assert torch.equal(explain.signal_to_noise_map(mean, stderr).isnan(), expected.isnan())
-    assert torch.allclose(explain.signal_to_noise_map(mean, stderr), expected, equal_nan=True)
+    assert torch.equal(snr_map(mean[None], stderr[None])[0].isnan(), expected.isnan())
+    assert torch.allclose(snr_map(mean[None], stderr[None])[0], expected, equal_nan=True)
 
 
 def offline(url, *args, **kwargs):

@@ -7,10 +7,18 @@ import pytest
 import torch
 from torch import nn
 
+from smoothgrad_lib import methods as methods_module
 from smoothgrad_lib import saliency_map, smoothgrad, vanilla_gradient
-from smoothgrad_lib.evaluation import blur
-from smoothgrad_lib.methods import FAMILIES, all_attributions, attribution_methods, smoothgrad_aggregates
-from smoothgrad_lib.saliency import AGGREGATES
+from smoothgrad_lib.aggregates import AGGREGATES
+from smoothgrad_lib.faithfulness import blur
+from smoothgrad_lib.methods import (
+    FAMILIES,
+    MethodSpec,
+    all_attributions,
+    attribution_methods,
+    register,
+    smoothgrad_aggregates,
+)
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import load_twin
 
@@ -205,5 +213,27 @@ def test_all_attributions_rejects_bad_arguments(twin):
         all_attributions(model, x, gradcam_layer=SHAPES_LAYER, batch_size=0)
     with pytest.raises(ValueError, match="batch axis"):
         all_attributions(model, x[0], gradcam_layer=SHAPES_LAYER)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the model's classes"):
         all_attributions(model, x, 7, gradcam_layer=SHAPES_LAYER, methods=("vanilla",))  # the twins have 4 classes
+
+
+def test_a_new_method_is_one_registry_entry(twin, monkeypatch):
+    """Register a toy method (it takes only what it needs): all_attributions and attribution_methods pick it up."""
+    model, x = twin
+    monkeypatch.setattr(methods_module, "REGISTRY", dict(methods_module.REGISTRY))
+    seen = {}
+
+    def sign_of_input(model, x, classes, *, seed):
+        seen["classes"], seen["seed"] = classes, seed
+        return x.sign()
+
+    register(MethodSpec("sign_of_input", sign_of_input, takes=("seed",)))
+    out = all_attributions(model, x, 1, gradcam_layer=SHAPES_LAYER, seed=5, levels={}, methods=("sign_of_input",))
+    assert list(out) == ["sign_of_input"] and torch.equal(out["sign_of_input"], x.sign())
+    assert seen["classes"].tolist() == [1] * len(x) and seen["seed"] == 5
+    assert list(all_attributions(model, x, gradcam_layer=SHAPES_LAYER, levels={}))[-1] == "sign_of_input"
+    assert "sign_of_input" in attribution_methods(gradcam_layer=SHAPES_LAYER)
+    with pytest.raises(ValueError, match="already registered"):
+        register(MethodSpec("sign_of_input", sign_of_input))
+    with pytest.raises(ValueError, match="unknown options"):
+        MethodSpec("needs_too_much", sign_of_input, takes=("temperature",))

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import smoothgrad, vanilla_gradient
-from smoothgrad_lib.saliency import AGGREGATES, default_batch_size, noise_std, noisy_gradients
+from smoothgrad_lib.aggregates import AGGREGATES
+from smoothgrad_lib.noise import noise_std
+from smoothgrad_lib.saliency import default_batch_size, noisy_gradients
 
 SHAPE = (3, 6, 5)  # conftest's default image shape
 
@@ -309,7 +311,7 @@ def test_generator_on_another_device_is_a_clear_error(small_cnn, random_images):
 
 def test_training_mode_is_never_switched_silently(small_cnn, random_images):
     model = small_cnn().train()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="training mode"):
         smoothgrad(model, random_images(1))
     assert model.training
 

@@ -52,9 +52,36 @@ def test_stein_agrees_with_smoothgrad_raw_on_a_relu_network(seeded):
 
 def test_stein_rejects_bad_input():
     with pytest.raises(ValueError, match="B, C, H, W"):
-        sm.stein_gradient(relu_cnn(), torch.rand(3, 4, 4), 0, sigma=0.1)
+        sm.stein_gradient(relu_cnn(), torch.rand(2, 1, 3, 4, 4), 0, sigma=0.1)
     with pytest.raises(ValueError, match="noise_level"):
         sm.stein_gradient(relu_cnn(), torch.rand(1, 3, 4, 4), 0, sigma=0.1, noise_level=0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        sm.stein_gradient(relu_cnn(), torch.full((1, 3, 4, 4), float("nan")), 0, sigma=0.1)
+    with pytest.raises(ValueError, match="n_samples"):
+        sm.stein_gradient(relu_cnn(), torch.rand(1, 3, 4, 4), 0, n_samples=1)
+
+
+def test_stein_rejects_a_model_in_training_mode():
+    with pytest.raises(ValueError, match="training mode"):
+        sm.stein_gradient(relu_cnn().train(), torch.rand(1, 3, 4, 4), 0, sigma=0.1)
+
+
+def test_stein_does_not_depend_on_batch_size(seeded):
+    """The noise comes from noise.NormalStream: batch_size 40 and 7 draw the same copies (it used not to)."""
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).eval()
+    x = torch.rand(2, 3, 2, 2, generator=seeded(5))
+    runs = [sm.stein_gradient(flat, x, n_samples=100, batch_size=b, generator=seeded(6)) for b in (40, 7)]
+    torch.testing.assert_close(runs[0].mean, runs[1].mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(runs[0].stderr, runs[1].stderr, rtol=1e-5, atol=1e-6)
+
+
+def test_stein_defaults_the_noise_level_like_smoothgrad(seeded):
+    model, x = relu_cnn(), torch.rand(1, 3, 4, 4, generator=seeded(7))
+    default = sm.stein_gradient(model, x, 0, n_samples=50, generator=seeded(8))
+    explicit = sm.stein_gradient(model, x, 0, n_samples=50, noise_level=0.15, generator=seeded(8))
+    assert torch.equal(default.mean, explicit.mean)
+    single = sm.stein_gradient(model, x[0], 0, n_samples=50, noise_level=0.15, generator=seeded(8))
+    assert torch.equal(single.mean, explicit.mean[0]) and single.n_samples == 50
 
 
 def test_softplus_copy_tends_to_relu_and_leaves_the_model_alone(seeded):

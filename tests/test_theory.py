@@ -9,18 +9,17 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from smoothgrad_lib.plotting import loglog_axes
-from smoothgrad_lib.theory import (
-    gate_flips,
-    loglog_slope,
+from smoothgrad_lib.montecarlo import (
     mean_norm,
     pairwise_error,
     pixel_snr,
     running_norm,
     split_half_correlation,
-    taylor_bias,
     variance_against_n,
 )
+from smoothgrad_lib.plotting import loglog_axes
+from smoothgrad_lib.probes import gate_flips, taylor_bias
+from smoothgrad_lib.stats import loglog_slope
 
 SHAPE = (2, 4, 4)
 

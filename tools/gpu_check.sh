@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11's GPU checks in one run, for a machine with a CUDA GPU (run from the repository root):
+# The GPU checks in one run, for a machine with a CUDA GPU (run from the repository root):
 #   1. the CUDA tests (pytest -m cuda tests/test_cuda.py),
 #   2. every report notebook as a script on the GPU (default_device() picks CUDA), its printed text diffed
 #      against the committed CPU outputs,

@@ -1,0 +1,151 @@
+"""The package's kernel of checks: one validator per concept, the target rule, and the clean forward pass.
+
+Every public function of the package validates its arguments through these,
+so that the same mistake gets the same message everywhere. The module is
+private to the package (its file name starts with ``_``), its names are public
+within it: other modules import them by these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import torch
+from torch import nn
+
+from .precision import float32_precision
+
+TargetType: TypeAlias = int | Sequence[int] | torch.Tensor | None
+"""None (each image's predicted class), one int for every image, or one class index per image."""
+
+
+def as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Validate ``x`` and return it as (B, C, H, W), with whether it was a single image."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W) or (C, H, W), got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}: convert it, e.g. x.float() / 255.")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}.")
+    if x.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}).")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf values: clean the input before explaining it.")
+    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
+
+
+def check_images(x: torch.Tensor) -> None:
+    """``x`` must be a float batch (B, C, H, W) (the functions that need a batch axis)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
+        raise ValueError("x must be a float tensor of shape (B, C, H, W); add a batch axis for one image: x[None].")
+
+
+def check_image(x: torch.Tensor) -> None:
+    """``x`` must be one float image (C, H, W) (the probes along a line or around one point)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be one float image (C, H, W), got {shape}.")
+
+
+def check_model(model: nn.Module) -> None:
+    """``model`` must be an ``nn.Module`` in eval mode (every submodule)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if any(module.training for module in model.modules()):
+        raise ValueError(
+            "model is in training mode (dropout and batch-norm statistics would make the "
+            "gradients random and couple the images of a batch): call model.eval() first."
+        )
+
+
+def check_count(name: str, value: int, minimum: int = 1) -> None:
+    """An int count (samples, pairs, steps) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """None (the device's default) or an int >= 1."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
+
+
+def checked_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, checked to be logits (B, K)."""
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model must return logits of shape (B, classes) = ({x.shape[0]}, K); got {shape}.")
+    return logits
+
+
+def resolve_target(
+    target: TargetType, n_images: int, n_classes: int | None, predicted: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class index per image as a long tensor (B,), checked against ``n_images`` and the model's ``n_classes``.
+
+    ``None`` takes the arg-max of the ``predicted`` logits (B, K); an int
+    applies to every image; a sequence or tensor gives one class per image.
+    ``n_classes=None`` skips the range check (done later, once the model's output is known).
+    """
+    device = predicted.device if predicted is not None else None
+    if target is None:
+        if predicted is None:
+            raise ValueError("target=None needs the clean images' logits to pick the predicted classes.")
+        return predicted.detach().argmax(1)
+    if isinstance(target, bool):
+        raise TypeError("target must be None, an int, or one int per image; got a bool.")
+    if isinstance(target, int):
+        classes = torch.full((n_images,), target, dtype=torch.long)
+    else:
+        classes = torch.as_tensor(target)
+        if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got dtype {classes.dtype}.")
+        classes = classes.reshape(-1).long()
+        if classes.numel() != n_images:
+            raise ValueError(
+                f"target has {classes.numel()} entries but x holds {n_images} image(s): "
+                "give one class per image, a single int, or None."
+            )
+    if n_classes is not None and classes.numel() and (classes.min() < 0 or classes.max() >= n_classes):
+        raise ValueError(f"target {classes.tolist()} is outside the model's classes 0..{n_classes - 1}.")
+    return classes.to(device) if device is not None else classes
+
+
+def clean_forward(
+    model: nn.Module, batch: torch.Tensor, need_logits: bool, tf32: bool = False
+) -> tuple[torch.memory_format, torch.Tensor | None]:
+    """The memory layout in which copies of ``batch`` go through ``model``, and the logits (B, K) of the clean images.
+
+    Runs in full float32 on CUDA (``float32_precision(tf32)``), without a graph.
+    The layout is channels_last (NHWC) for a convolutional model on the CPU,
+    where oneDNN's NHWC kernels are faster (the README's benchmark table),
+    provided the clean forward pass in it succeeds; it is the default layout
+    on other devices, for models without ``nn.Conv2d``, and for a model that
+    cannot take NHWC input (a ``.view`` of its feature maps raises). The
+    layout changes each gradient by float rounding (relative 1e-6), which in a
+    deep ReLU6 network can flip a gate that sits at its threshold and so move
+    a single noisy gradient by a visible amount. Off the CPU the clean forward
+    pass runs only when the targets are the predicted classes (``need_logits``).
+    """
+    with torch.no_grad(), float32_precision(tf32):
+        if batch.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            try:
+                return torch.channels_last, checked_logits(model, batch.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                pass
+        logits = checked_logits(model, batch) if need_logits or batch.device.type == "cpu" else None
+        return torch.contiguous_format, logits
+
+
+def clean_classes(model: nn.Module, batch: torch.Tensor, target: TargetType, tf32: bool = False) -> torch.Tensor:
+    """One class per image of ``batch`` (B,), on its device: ``target`` checked, or (None) the predicted classes.
+
+    The clean forward pass runs in full float32 (``float32_precision``); with
+    a given target it runs on the first image only, to learn the number of classes.
+    """
+    with torch.no_grad(), float32_precision(tf32):
+        logits = checked_logits(model, batch if target is None else batch[:1])
+    predicted = logits if target is None else None
+    return resolve_target(target, batch.shape[0], logits.shape[1], predicted=predicted).to(batch.device)

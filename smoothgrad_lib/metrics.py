@@ -1,0 +1,300 @@
+"""Per-image scores of saliency maps: localisation against evidence masks, similarity between maps, texture.
+
+Conventions. ``maps`` are saliency maps (B, H, W), larger = more relevant;
+``masks`` (B, H, W) bool mark the ground-truth evidence (for the shapes data:
+the pixels of the class shape). Every metric is computed per image and
+returned as a tensor (B,), so that callers can bootstrap over images.
+
+Rank-based metrics (``relevance_rank``, ``mask_auc``, ``rank_correlation``)
+give tied map values their average rank, i.e. they score a tie as the average
+over all orders of the tied pixels. They are therefore unchanged by any
+strictly increasing transform of the map (exp, x**3 + c, min-max scaling), and
+a constant map scores exactly chance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage.filters import sobel
+from skimage.metrics import structural_similarity
+from torch.nn import functional as F
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Whether the map's maximum lies in the mask: the pointing game (Zhang et al., 2018, IJCV 126).
+
+    Ties: if several pixels share the maximum value, the image counts as a hit
+    when *any* of them lies in the mask (as Quantus's ``PointingGame``). A
+    constant map is therefore always a hit; compare with a random map.
+
+    Args:
+        maps: (B, H, W) float; masks: (B, H, W) bool, each with at least one pixel.
+
+    Returns:
+        (B,) bool.
+    """
+    flat, inside = _flatten(maps, masks)
+    is_max = flat == flat.amax(1, keepdim=True)
+    return (is_max & inside).any(1)
+
+
+def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Relevance mass accuracy: the share of the positive relevance that lies inside the mask.
+
+    Arras, Osman and Samek (2022), "CLEVR-XAI", Information Fusion 81.
+
+    ``sum_{p in mask} max(R_p, 0) / sum_p max(R_p, 0)``, a number in [0, 1];
+    a map spread uniformly scores ``|mask| / (H W)``. Negative values count as
+    no relevance (Arras et al. keep only positive relevance). For non-negative
+    maps this equals Quantus's ``RelevanceMassAccuracy``. NaN for a map with
+    no positive value (0 / 0), e.g. an all-zero Grad-CAM.
+
+    Args:
+        maps: (B, H, W) float; masks: (B, H, W) bool, each with at least one pixel.
+
+    Returns:
+        (B,) in the dtype of ``maps``.
+    """
+    flat, inside = _flatten(maps, masks)
+    positive = flat.clamp_min(0)
+    return (positive * inside).sum(1) / positive.sum(1)
+
+
+def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Relevance rank accuracy (Arras et al., 2022): the share of the K = |mask| top-ranked pixels inside the mask.
+
+    A number in [0, 1]; a random map scores ``K / (H W)`` on average.
+
+    Ties: a group of tied pixels that straddles the K-th place fills the
+    remaining places in expectation over a uniformly random order of the
+    group, i.e. each tied pixel counts with probability (free places) /
+    (group size). Hence a constant map scores exactly ``K / (H W)`` and the
+    score is invariant to strictly increasing transforms of the map. Without
+    ties it equals Quantus's ``RelevanceRankAccuracy`` (which breaks ties by
+    NumPy's sort order).
+
+    Args:
+        maps: (B, H, W) float; masks: (B, H, W) bool, each with at least one pixel.
+
+    Returns:
+        (B,) float64.
+    """
+    flat, inside = _flatten(maps, masks)
+    below, up_to = _tie_bounds(flat)
+    n_pixels = flat.shape[1]
+    k = inside.sum(1, keepdim=True)
+    above = n_pixels - up_to  # pixels strictly greater
+    group = up_to - below  # pixels tied with this one, itself included
+    free = (k - above).clamp(min=torch.zeros_like(group), max=group)
+    chosen = free.double() / group.double()  # probability that the pixel is among the top K
+    return (chosen * inside).sum(1) / k[:, 0].double()
+
+
+def mask_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """ROC-AUC of the map as a detector of mask pixels: P(R_in > R_out) + P(R_in = R_out) / 2.
+
+    Over all pairs of an inside pixel and an outside pixel, the share where the
+    inside pixel has the larger map value, ties counting one half. Computed by
+    the Mann-Whitney U statistic on average ranks r_p (1..HW):
+    ``AUC = (sum_{p in mask} r_p - n1 (n1 + 1) / 2) / (n1 n0)`` with n1, n0
+    the numbers of pixels inside and outside. 0.5 is chance (a constant map
+    scores exactly 0.5), 1 a perfect separation. Invariant to strictly
+    increasing transforms; equals scikit-learn's ``roc_auc_score(mask, map)``
+    (and Quantus's ``AUC``).
+
+    Args:
+        maps: (B, H, W) float; masks: (B, H, W) bool, each with at least one pixel inside and one outside.
+
+    Returns:
+        (B,) float64.
+    """
+    flat, inside = _flatten(maps, masks, need_outside=True)
+    below, up_to = _tie_bounds(flat)
+    ranks = (below + up_to + 1).double() / 2  # average 1-based rank of each value
+    n_in = inside.sum(1).double()
+    n_out = flat.shape[1] - n_in
+    u = (ranks * inside).sum(1) - n_in * (n_in + 1) / 2
+    return u / (n_in * n_out)
+
+
+def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Grow each mask by ``pixels`` in every direction with a (2 pixels + 1)-wide square.
+
+    A pixel joins the mask when some mask pixel lies within Chebyshev distance
+    ``pixels`` (a square structuring element, so diagonals grow as far as rows
+    and columns). ``pixels=0`` returns a copy.
+
+    Args:
+        masks: (B, H, W) bool; pixels: int >= 0.
+
+    Returns:
+        (B, H, W) bool.
+    """
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.ndim != 3:
+        raise TypeError("masks must be a bool tensor of shape (B, H, W).")
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+        raise ValueError(f"pixels must be an int >= 0, got {pixels!r}.")
+    grown = F.max_pool2d(masks[:, None].float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown[:, 0] > 0
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    """Spearman's rank correlation between two maps (or attributions) of each image, over all their elements.
+
+    ``rho = Pearson correlation of the average ranks`` of ``a_b`` and ``b_b``
+    (ties take their average rank, as ``scipy.stats.spearmanr``). With
+    ``absolute=True`` it compares ``|a|`` with ``|b|``, which ignores sign
+    flips (Adebayo et al., 2018 report both). NaN where either map is constant.
+
+    Args:
+        a, b: tensors of the same shape (B, ...), e.g. maps (B, H, W) or attributions (B, C, H, W).
+
+    Returns:
+        (B,) float64 in [-1, 1].
+    """
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim < 2:
+        raise ValueError("a and b must be tensors of the same shape (B, ...), with a batch axis first.")
+    flat_a, flat_b = a.detach().flatten(1), b.detach().flatten(1).to(a.device)
+    if absolute:
+        flat_a, flat_b = flat_a.abs(), flat_b.abs()
+    ranks = [sum(_tie_bounds(flat)).double() / 2 for flat in (flat_a, flat_b)]
+    centred_a, centred_b = (r - r.mean(1, keepdim=True) for r in ranks)
+    return (centred_a * centred_b).sum(1) / (centred_a.square().sum(1) * centred_b.square().sum(1)).sqrt()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity of two maps per image, by scikit-image's ``structural_similarity``.
+
+    scikit-image's defaults: 7x7 uniform windows, K1 = 0.01, K2 = 0.03, with
+    ``data_range`` the span the map values can take (1 for maps normalised to
+    [0, 1], e.g. by ``saliency_map(..., normalize="minmax")``, as Adebayo et
+    al., 2018 compare them). 1 means identical maps.
+
+    Args:
+        a, b: maps (B, H, W) with values in [0, data_range]; H, W >= 7.
+
+    Returns:
+        (B,) float64.
+    """
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim != 3:
+        raise ValueError("a and b must be maps of the same shape (B, H, W).")
+    arrays = [m.detach().cpu().double().numpy() for m in (a, b)]
+    if any(m.min() < 0 or m.max() > data_range for m in arrays):
+        raise ValueError(
+            f"map values must lie in [0, data_range] = [0, {data_range}]: normalise them first, "
+            "e.g. saliency_map(attribution, normalize='minmax'), or give the right data_range."
+        )
+    return torch.tensor([structural_similarity(p, q, data_range=data_range) for p, q in zip(*arrays, strict=True)])
+
+
+def neighbour_difference(maps: torch.Tensor) -> torch.Tensor:
+    """Mean |difference| between horizontally and vertically adjacent pixels of maps (B, H, W): (B,).
+
+    The average of the two directions' means, in the units of the map (for
+    maps in [0, 1]: a fraction of the colour scale). Lower is smoother; it
+    measures high spatial frequency, not how a map changes with the input.
+    """
+    if maps.ndim != 3:
+        raise ValueError(f"maps must have shape (B, H, W), got {tuple(maps.shape)}.")
+    maps = maps.detach()
+    return (maps.diff(dim=1).abs().mean((1, 2)) + maps.diff(dim=2).abs().mean((1, 2))) / 2
+
+
+def brightest_share(maps: torch.Tensor, fraction: float = 0.01) -> torch.Tensor:
+    """Share of each map's total (B, H, W), maps >= 0, held by its ``fraction`` brightest pixels: (B,).
+
+    A uniform map gives ``fraction``; a map whose saliency sits on a few pixels gives nearly 1.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+    flat = maps.detach().flatten(1).sort(dim=1, descending=True).values
+    count = max(1, round(fraction * flat.shape[1]))
+    return flat[:, :count].sum(1) / flat.sum(1)
+
+
+def far_share(maps: torch.Tensor, masks: torch.Tensor, distance: float = 4.0) -> torch.Tensor:
+    """Share of each map's out-of-mask saliency that lies more than ``distance`` pixels from the mask: (B,).
+
+    ``sum_{p : d(p) > distance} M_p / sum_{p not in mask} M_p`` for maps M >= 0,
+    with ``d(p)`` the Euclidean distance from pixel p to the nearest mask pixel
+    (``scipy.ndimage.distance_transform_edt``). A blur of a map that sits on
+    the mask keeps its spill-over near the mask (a small share); saliency
+    spread evenly over the image puts most of it far away. NaN for a map with
+    nothing outside the mask.
+    """
+    if maps.shape != masks.shape or maps.ndim != 3:
+        raise ValueError(f"maps and masks must both be (B, H, W), got {tuple(maps.shape)} and {tuple(masks.shape)}.")
+    outside = ~masks.detach().cpu().numpy().astype(bool)
+    distances = np.stack([ndimage.distance_transform_edt(item) for item in outside])
+    far = torch.from_numpy(distances > distance).to(maps.device)
+    values = maps.detach().clamp_min(0)
+    return (values * far).flatten(1).sum(1) / (values * torch.from_numpy(outside).to(maps.device)).flatten(1).sum(1)
+
+
+def localisation(
+    maps: torch.Tensor, masks: torch.Tensor, dilation: int = 2, far: float = 4.0
+) -> dict[str, torch.Tensor]:
+    """Per-image localisation scores of maps (B, H, W) >= 0 against evidence masks (B, H, W): a dict of (B,) tensors.
+
+    * ``"auc"``: ROC-AUC of the map as a detector of mask pixels (rank-based,
+      unchanged by any increasing transform of the map; 0.5 is chance);
+    * ``"auc_dilated"``: the same against the mask grown by ``dilation`` pixels;
+    * ``"mass"``, ``"mass_dilated"``: share of the map's total inside the mask
+      / the dilated mask (``relevance_mass``; changes under transforms like squaring);
+    * ``"far"``: share of the out-of-mask saliency more than ``far`` pixels from the mask (``far_share``).
+    """
+    grown = dilate(masks, dilation)
+    return {
+        "auc": mask_auc(maps, masks),
+        "auc_dilated": mask_auc(maps, grown),
+        "mass": relevance_mass(maps, masks),
+        "mass_dilated": relevance_mass(maps, grown),
+        "far": far_share(maps, masks, far),
+    }
+
+
+def edge_maps(images: torch.Tensor) -> torch.Tensor:
+    """Sobel edge magnitude of images (B, C, H, W), the largest over channels: maps (B, H, W) in float32.
+
+    scikit-image's ``sobel`` on each channel (its border handling), then the
+    maximum over channels, as ``saliency_map`` reduces attributions: the map an
+    edge detector would draw, to compare saliency maps with (Adebayo et al., 2018).
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a tensor (B, C, H, W), got {getattr(images, 'shape', type(images))}.")
+    edges = np.stack([np.max([sobel(channel) for channel in image], 0) for image in images.detach().cpu().numpy()])
+    return torch.tensor(edges).to(images.device)
+
+
+def _flatten(maps: torch.Tensor, masks: torch.Tensor, need_outside: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check maps (B, H, W) float and masks (B, H, W) bool, return both flattened to (B, H W)."""
+    if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
+        raise TypeError("maps must be a floating-point tensor of shape (B, H, W).")
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
+        raise TypeError("masks must be a bool tensor of shape (B, H, W) (e.g. make_shapes(...).masks).")
+    if maps.ndim != 3 or maps.shape != masks.shape:
+        raise ValueError(
+            f"maps and masks must both have shape (B, H, W); got {tuple(maps.shape)} and {tuple(masks.shape)}. "
+            "Reduce attributions over channels first (saliency_map) and add a batch axis for one image."
+        )
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps contain NaN or inf values.")
+    flat, inside = maps.detach().flatten(1), masks.to(maps.device).flatten(1)
+    counts = inside.sum(1)
+    if (counts == 0).any():
+        raise ValueError(f"masks {torch.nonzero(counts == 0).flatten().tolist()} are empty: the metric is undefined.")
+    if need_outside and (counts == inside.shape[1]).any():
+        raise ValueError(
+            f"masks {torch.nonzero(counts == inside.shape[1]).flatten().tolist()} cover the whole image: "
+            "the AUC needs pixels outside the mask."
+        )
+    return flat, inside
+
+
+def _tie_bounds(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each value of ``flat`` (B, N): how many values of its row are smaller, and how many are smaller or equal."""
+    ordered = flat.sort(1).values.contiguous()
+    values = flat.contiguous()
+    return torch.searchsorted(ordered, values, right=False), torch.searchsorted(ordered, values, right=True)
