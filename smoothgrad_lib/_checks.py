@@ -16,6 +16,8 @@ from torch import nn
 
 from .precision import float32_precision
 
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: how an axis of channels is recognised in a misordered image
+
 TargetType: TypeAlias = int | Sequence[int] | torch.Tensor | None
 """None (each image's predicted class), one int for every image, or one class index per image."""
 
@@ -28,6 +30,12 @@ def as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}: convert it, e.g. x.float() / 255.")
     if x.ndim not in (3, 4):
         raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}.")
+    if x.shape[-1] in CHANNEL_COUNTS and x.shape[-3] not in CHANNEL_COUNTS:
+        order = "(2, 0, 1)" if x.ndim == 3 else "(0, 3, 1, 2)"
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}: channels last, as images are stored (H, W, C); the library takes "
+            f"channels first: x.permute{order}."
+        )
     if x.numel() == 0:
         raise ValueError(f"x is empty (shape {tuple(x.shape)}).")
     if not torch.isfinite(x).all():
@@ -48,14 +56,43 @@ def check_image(x: torch.Tensor) -> None:
         raise ValueError(f"x must be one float image (C, H, W), got {shape}.")
 
 
-def check_model(model: nn.Module) -> None:
-    """``model`` must be an ``nn.Module`` in eval mode (every submodule)."""
+def check_model(model: nn.Module, x: torch.Tensor | None = None) -> None:
+    """``model`` must be an ``nn.Module`` in eval mode (every submodule), called where gradients can be taken; with
+    ``x``, the images must be on the device of the model's first parameter and of its dtype.
+
+    Checked before any forward pass, so that a CPU image given to a CUDA or MPS model, a float64 image given to a
+    float32 model, or a call inside ``torch.inference_mode()`` gets one message with the fix instead of an error
+    from inside autograd.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if any(module.training for module in model.modules()):
         raise ValueError(
             "model is in training mode (dropout and batch-norm statistics would make the "
             "gradients random and couple the images of a batch): call model.eval() first."
+        )
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            "called inside torch.inference_mode(), where no gradient can be taken: call it outside that block "
+            "(torch.no_grad() around the call is fine; the library turns gradients on where it needs them)."
+        )
+    if x is None:
+        return
+    if isinstance(x, torch.Tensor) and x.is_inference():
+        raise ValueError("x was made inside torch.inference_mode(): pass a copy made outside it, x.clone().")
+    weight = next(iter(model.parameters()), None)
+    if weight is None or not isinstance(x, torch.Tensor):
+        return
+    if x.device != weight.device:
+        raise ValueError(
+            f"x is on {x.device} but the model is on {weight.device}: move the images first, "
+            f"x = x.to({str(weight.device)!r}) (for a loaded model: x.to(loaded.device)); "
+            "a torch.Generator must be on that device too."
+        )
+    if x.is_floating_point() and weight.is_floating_point() and x.dtype != weight.dtype:
+        convert = "x.float()" if weight.dtype == torch.float32 else f"x.to({weight.dtype})"
+        raise TypeError(
+            f"x is {x.dtype} but the model's weights are {weight.dtype}: convert the images first, x = {convert}."
         )
 
 

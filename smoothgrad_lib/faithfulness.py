@@ -152,7 +152,7 @@ def _perturbation_curve(
     reveal: bool,
 ) -> torch.Tensor:
     """Probabilities (B, steps + 1) of the target while pixels move from x to the baseline (or back, ``reveal``)."""
-    check_model(model)
+    check_model(model, x)
     check_images(x)
     n_images, _, height, width = x.shape
     if not isinstance(maps, torch.Tensor) or maps.shape != (n_images, height, width):

@@ -147,7 +147,7 @@ def _run_spec(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """One registry method as a ``Method``: the checks and the target's clean forward pass, then ``spec.function``."""
-    check_model(model)
+    check_model(model, x)
     check_images(x)
     classes = clean_classes(model, x, target)
     given = dict(options)
@@ -248,7 +248,7 @@ def all_attributions(
         ['vanilla', 'smoothgrad_abs_0.15', 'smoothgrad_square_0.15', 'integrated_gradients', 'gradient_x_input',
          'grad_cam', 'guided_backprop', 'blurred_vanilla', 'random']
     """
-    check_model(model)
+    check_model(model, x)
     check_images(x)
     levels = {DEFAULT_NOISE_LEVEL: AGGREGATES} if levels is None else dict(levels)
     for level, aggregates in levels.items():

@@ -48,7 +48,7 @@ def directional_slice(
     Returns:
         (logits (T,), directional derivatives (T,)), each from one forward and backward pass per point.
     """
-    check_model(model)
+    check_model(model, x)
     check_image(x)
     if not isinstance(direction, torch.Tensor) or direction.shape != x.shape:
         raise ValueError(
@@ -72,7 +72,7 @@ def activation_gates(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     Returns a bool tensor (B, U) with one column per unit and call (a module
     applied twice contributes twice).
     """
-    check_model(model)
+    check_model(model, x)
     as_batch(x)
     if x.ndim != 4:
         raise ValueError(f"x must be a batch (B, C, H, W), got shape {tuple(x.shape)}: use x[None] for one image.")
@@ -115,7 +115,7 @@ def gate_flips(
     deviation, input units). It counts the kinks of the piecewise-linear
     network that the noise crosses.
     """
-    check_model(model)
+    check_model(model, x)
     check_image(x)
     counts = []
     for sigma in sigmas:
@@ -149,7 +149,7 @@ def taylor_bias(
     norm of the estimated difference) and ``mc_error`` (relative standard
     error of the estimated mean).
     """
-    check_model(model)
+    check_model(model, x)
     check_image(x)
     check_count("n_pairs", n_pairs, 2)
     base = vanilla_gradient(model, x, target)
@@ -210,7 +210,7 @@ def noisy_ranks(
     predicted class). ``(ranks == 0).float().mean(1)`` is the share of copies
     still classified as the target; ``(ranks < 5)`` the share with the target in the top 5.
     """
-    check_model(model)
+    check_model(model, x)
     batch = as_batch(x)[0].detach()
     check_count("n_samples", n_samples)
     check_count("batch_size", batch_size)
@@ -240,7 +240,7 @@ def noisy_gradients_and_ranks(
     gradients are taken at, as ``noisy_ranks`` gives it for the same noise, at
     no extra forward pass. (N, C, H, W) and (N,) for a single image (C, H, W).
     """
-    check_model(model)
+    check_model(model, x)
     batch, single = as_batch(x)
     if target is None:  # the predicted classes, once: the same for the gradients and the ranks
         target = clean_classes(model, batch.detach(), None)

@@ -101,7 +101,7 @@ def vanilla_gradient(
         >>> vanilla_gradient(model, x).shape
         torch.Size([2, 3, 64, 64])
     """
-    check_model(model)
+    check_model(model, x)
     batch, single = as_batch(x)
     inputs = batch.detach().requires_grad_(True)
     with float32_precision(tf32), torch.enable_grad():
@@ -372,7 +372,7 @@ class _Run:
         generator: torch.Generator | None,
         tf32: bool,
     ) -> _Run:
-        check_model(model)
+        check_model(model, x)
         batch, single = as_batch(x)
         batch = batch.detach()
         check_aggregate(aggregate)

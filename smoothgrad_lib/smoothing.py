@@ -63,7 +63,7 @@ def stein_gradient(
     Returns:
         ``Estimate(mean, stderr, n_samples)``: mean and stderr shaped like x, n_samples (B,) (an int for one image).
     """
-    check_model(model)
+    check_model(model, x)
     batch, single = as_batch(x)
     batch = batch.detach()
     check_count("n_samples", n_samples, 2)
