@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy import special
 from scipy import stats as scipy_stats
 from torch import nn
 
@@ -212,7 +213,7 @@ def mean_ci(
     if np.all(data == data[0]):
         return Interval(mean, mean, mean, n, method)
     if method == "t":
-        half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * float(data.std(ddof=1)) / math.sqrt(n)
+        half = float(special.stdtrit(n - 1, 0.5 + level / 2)) * float(data.std(ddof=1)) / math.sqrt(n)  # t quantile
         return Interval(mean, mean - half, mean + half, n, method)
     result = scipy_stats.bootstrap(
         (data,),
@@ -265,7 +266,7 @@ def paired_test(
     constant = np.all(diff == diff[..., :1], axis=-1)
     spread = np.where(constant, 1.0, diff.std(axis=-1, ddof=1))
     t = diff.mean(axis=-1) / (spread / math.sqrt(n))  # ttest_rel's statistic, without its warning on constant rows
-    p = np.where(constant, np.where(diff[..., 0] == 0, 1.0, 0.0), 2 * scipy_stats.t.sf(np.abs(t), n - 1))
+    p = np.where(constant, np.where(diff[..., 0] == 0, 1.0, 0.0), 2 * special.stdtr(n - 1, -np.abs(t)))
     return float(p) if p.ndim == 0 else p
 
 
