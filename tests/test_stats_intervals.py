@@ -50,7 +50,7 @@ def test_the_old_percentile_bootstrap_undercovers_at_small_n(n):
     old = np.mean(
         [low <= 0 <= high for _, low, high in (bootstrap_ci(row, n_boot=999, seed=k) for k, row in enumerate(samples))]
     )
-    assert old < 0.87  # more than 16 Monte-Carlo standard errors below 0.95
+    assert old < 0.90  # more than 10 Monte-Carlo standard errors below 0.95
     assert coverage(samples, 0.0, "t") > old + 0.08  # the t-interval on the same samples
 
 

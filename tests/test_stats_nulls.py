@@ -95,11 +95,11 @@ def test_holm_properties_on_random_families():
 
 @pytest.mark.parametrize("shared_reference", [False, True])
 def test_holm_keeps_the_family_wise_error_rate_on_nulls(shared_reference):
-    """10 null comparisons of 12 paired images, 4000 families. Without adjustment some test rejects in about 40%
-    of the families; with Holm in at most 5% (Monte-Carlo s.e. 0.0034), whether the comparisons are independent or
+    """10 null comparisons of 12 paired images, 20000 families. Without adjustment some test rejects in about 40%
+    of the families; with Holm in at most 5% (Monte-Carlo s.e. 0.0015), whether the comparisons are independent or
     all share one reference method (as 04's contrasts against vanilla do, which correlates their p-values)."""
     rng = np.random.default_rng(21 + shared_reference)
-    families, tests, images = 4000, 10, 12
+    families, tests, images = 20000, 10, 12
     methods = rng.normal(size=(families, tests, images))
     if shared_reference:
         reference = np.broadcast_to(rng.normal(size=(families, 1, images)), methods.shape)
@@ -107,11 +107,11 @@ def test_holm_keeps_the_family_wise_error_rate_on_nulls(shared_reference):
         reference = rng.normal(size=methods.shape)
     p = paired_test(methods, reference)
     assert p.shape == (families, tests)
-    assert 0.045 < (p < 0.05).mean() < 0.055  # each test alone is exact
+    assert 0.047 < (p < 0.05).mean() < 0.053  # each test alone is exact
     unadjusted = (p < 0.05).any(axis=1).mean()
     family_wise = (holm(p) < 0.05).any(axis=1).mean()
     assert unadjusted > 0.25
-    assert family_wise <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / families)
+    assert family_wise <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / families)
 
 
 # Disattenuation, split-half reliability, Spearman-Brown
@@ -142,7 +142,7 @@ def test_disattenuation_of_two_maps_with_unrelated_signals_is_zero():
 def test_the_displayed_maps_report_agreement_on_the_random_sign_null():
     """The artefact of 02 section 3. Signed noise with a shared spatial envelope and nothing else (E G = 0): the
     displayed |raw| maps (|.|, channel max, clip) take the envelope, which the abs maps share, so the |raw| split-half
-    "reliability" is about 0.7 and the disattenuated raw-vs-abs agreement about 1 although raw holds no signal.
+    "reliability" is far above 0 and the disattenuated raw-vs-abs agreement about 1 although raw holds no signal.
     This statistic must not be used on |raw| maps; the signed split-half reliability is 0 here, as it should be."""
     first, second = (draws(seed, 4, 16, signal=0.0, random_sign=True) for seed in (1, 2))
     displayed = displayed_agreement(first, second)
