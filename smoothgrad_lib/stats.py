@@ -103,6 +103,12 @@ def disattenuated_correlation(
     Monte-Carlo maps), ``rel_a`` and ``rel_b`` are their reliabilities (e.g.
     split-half correlations): the result estimates the correlation of the
     noise-free quantities. It can exceed 1 when the reliabilities are themselves noisy.
+
+    It assumes that the noise adds independently to fixed maps. Maps made with
+    ``|.|``, a channel maximum or clipping break that: the noise of a signed
+    map then takes the magnitude map's spatial envelope, and the result is
+    near 1 even where the mean gradient is exactly 0 (``tests/test_stats_nulls.py``).
+    Correlate signed maps (``montecarlo.signed_split_half``) instead.
     """
     return r_ab / (reliability_a * reliability_b) ** 0.5
 
