@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import integrate
 from scipy import stats as scipy_stats
 from torch import nn
 
@@ -47,7 +48,9 @@ __all__ = [
     "running_norm",
     "samples_for_reliability",
     "samples_needed",
+    "signed_split_half",
     "snr_map",
+    "snr_null_fraction",
     "split_half_correlation",
     "variance_against_n",
 ]
@@ -365,7 +368,69 @@ def samples_for_reliability(
     share of their variance that is not Monte-Carlo noise). By Spearman-Brown,
     k times as many samples give ``k r / (1 + (k - 1) r)``; solving for
     ``wanted`` gives ``k = wanted (1 - r) / (r (1 - wanted))`` and returns ``k N``.
+    A split-half correlation ``r <= 0`` (no signal measured) gives ``inf``.
+
+    The split-half correlation must be one whose null is 0: that of the
+    signed maps (``signed_split_half``), not of ``|raw|`` maps, whose shared
+    envelope correlates even when the mean gradient is zero.
     """
     if not 0 < wanted < 1:
         raise ValueError(f"wanted must be in (0, 1), got {wanted!r}.")
+    if isinstance(split_half, torch.Tensor):
+        r = split_half.double()
+        return torch.where(r > 0, n_samples * wanted * (1 - r) / (r.clamp_min(1e-300) * (1 - wanted)), math.inf)
+    if split_half <= 0:
+        return math.inf
     return n_samples * wanted * (1 - split_half) / (split_half * (1 - wanted))
+
+
+def signed_split_half(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Split-half reliability of the signed (``raw``) map from two independent sets of gradients (B, N, C, H, W): (B,).
+
+    Pearson correlation, over all C x H x W elements, of the two sets' mean
+    gradients, signs kept: no absolute value, channel maximum or clipping.
+    Its null is 0: where ``E G = 0`` the two means are independent noise,
+    whatever the gradients' spatial envelope. A correlation of the displayed
+    ``|raw|`` maps instead picks up that envelope (``|.|`` of noise is large
+    where the noise is), and reports agreement without any signal.
+    ``split_half_correlation`` is the same statistic for one pool of draws.
+    """
+    if first.shape != second.shape or first.ndim != 5:
+        shapes = f"{tuple(first.shape)} and {tuple(second.shape)}"
+        raise ValueError(f"need two sets of gradients of the same shape (B, N, C, H, W), got {shapes}.")
+    return pearson(first.detach().double().mean(1), second.detach().double().mean(1))
+
+
+def snr_null_fraction(threshold: float = 2.0, channels: int = 3, n_samples: int | None = None) -> float:
+    """Share of pixels with ``snr_map >= threshold`` when the estimate has no signal (``E G = 0`` everywhere).
+
+    ``snr_map`` takes, at each pixel, the channel with the largest ``|m|`` and
+    returns its ``|m| / s``. With independent Gaussian channels of equal
+    variance and zero mean, that channel's ``|m|`` is the largest of
+    ``channels`` half-normals and its standard error s is independent of it,
+    so the null share is
+
+    * ``n_samples=None`` (s known, large N): ``1 - (2 Phi(threshold) - 1)^channels``;
+    * ``n_samples = N`` (s estimated from N i.i.d. draws, N - 1 degrees of freedom):
+      ``E_V[1 - (2 Phi(threshold sqrt(V / (N - 1))) - 1)^channels]`` with
+      ``V ~ chi^2_{N-1}``, by numerical integration; for one channel this is
+      ``P(|t_{N-1}| >= threshold)``.
+
+    A map's share of pixels above the threshold means something only against
+    this floor. Correlated channels give a smaller floor (fully correlated: the one-channel value).
+    """
+    if threshold <= 0 or channels < 1:
+        raise ValueError(f"need threshold > 0 and channels >= 1, got {threshold!r} and {channels!r}.")
+
+    def above(scale: float) -> float:
+        inside = 2 * scipy_stats.norm.cdf(threshold * scale) - 1
+        return 1 - inside**channels
+
+    if n_samples is None:
+        return float(above(1.0))
+    if n_samples < 2:
+        raise ValueError(f"an estimated standard error needs n_samples >= 2, got {n_samples!r}.")
+    dof = n_samples - 1
+    # E over V as an integral over its quantiles u in (0, 1): smooth, and the mass cannot be missed at any dof
+    value, _ = integrate.quad(lambda u: above(math.sqrt(scipy_stats.chi2.ppf(u, dof) / dof)), 0, 1, limit=200)
+    return float(value)
