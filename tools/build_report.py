@@ -260,8 +260,8 @@ def write_index(out: Path, notebooks: list[Path]) -> None:
   <ol>
 {items}
   </ol>
-  <p><small>Run times are wall-clock times of executing each notebook once on a 2-core CPU without a GPU; the
-  notebooks use a CUDA GPU by themselves when there is one.</small></p>
+  <p><small>Run times are for executing each notebook once on a 2-core CPU without a GPU (the README says how they
+  were measured); the notebooks use a CUDA GPU by themselves when there is one.</small></p>
 </body>
 </html>
 """,
