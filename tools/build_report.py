@@ -6,14 +6,18 @@
     python tools/build_report.py --strip-only  # only drop volatile metadata from the notebooks (no run, no render)
 
 The HTML typesets maths with a local copy of MathJax (from the PyPI package
-jupyter-server-mathjax) and embeds every figure, so build/report/ works
-without a network connection. Executed notebooks are saved without volatile metadata (per-cell execution
-timestamps and the like), so re-executing an unchanged notebook leaves its file unchanged apart from real output.
+jupyter-server-mathjax, which ships the STIX-Web fonts only, so the pages ask for those) and embeds every figure, so
+build/report/ works without a network connection. Every page has links to the index and to the previous and next
+notebook; links between notebooks (``02-smoothgrad.ipynb#section`` in the markdown, which works on GitHub and Colab)
+point at the rendered pages and their headings. Executed notebooks are saved without volatile metadata (per-cell
+execution timestamps and the like), so re-executing an unchanged notebook leaves its file unchanged apart from real
+output.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import os
 import re
@@ -30,10 +34,119 @@ from nbconvert import HTMLExporter
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "report"
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+# The MathJax of jupyter-server-mathjax ships only the STIX-Web fonts, while its configuration asks for the TeX fonts:
+# the page would fall back on whatever fonts the reader's system has (upright variables, a tilde floating above M).
+MATHJAX_FONTS = '{"HTML-CSS": {webFont: "STIX-Web", availableFonts: [], preferredFont: null, imageFont: null}}'
 BADGE_TAG = "colab-badge"
 # Metadata that changes on every run or with the editor's view state, not with the notebook's content.
 VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "papermill")
 VOLATILE_NOTEBOOK_METADATA = ("widgets", "papermill")
+
+
+@dataclasses.dataclass(frozen=True)
+class Notebook:
+    """What the index page and the README's reading-order table say about a notebook (a test keeps them equal)."""
+
+    title: str
+    shows: str
+    wall_seconds: int  # to execute it once on a 2-core CPU without a GPU (0: not measured; README says how measured)
+
+    @property
+    def run_time(self) -> str:
+        if not self.wall_seconds:
+            return "not measured"
+        return "under a minute" if self.wall_seconds < 60 else f"about {round(self.wall_seconds / 60)} min"
+
+
+NOTEBOOKS = {
+    "01-vanilla-gradient": Notebook(
+        "01 · Vanilla Gradient",
+        "the gradient of a class logit as a map; why it is speckled: jumps along a line through input space (a "
+        "refinement test), ReLU units that flip, and why that is not the same as spatial speckle",
+        25,
+    ),
+    "02-smoothgrad": Notebook(
+        "02 · SmoothGrad",
+        "the method; stability to the input vs Monte-Carlo noise, measured apart; the noise × N grid with the model's "
+        "accuracy on the noisy copies; the four aggregates at equal reliability; localisation on shapes with known "
+        "evidence (rank-based, with CIs); noise conventions (PAIR vs Captum)",
+        100,
+    ),
+    "03-taylor-and-variance": Notebook(
+        "03 · Taylor and variance",
+        "the theory tested: bias against σ (σ² for smooth nets, √(kinks crossed) for ReLU), what the 1/N law does and "
+        "does not explain, per-pixel signal-to-noise, E|G| vs |E G| vs |∇g(x)|, reference-free convergence; error "
+        "bars and the N a target error needs, antithetic pairs, Stein's lemma, Softplus_β",
+        195,
+    ),
+    "04-evaluation": Notebook(
+        "04 · Evaluation",
+        "do the maps explain the model? Cascading and label randomisation (sanity checks), deletion/insertion/AOPC "
+        "with an on-manifold and a black baseline, localisation against known evidence masks, for twelve maps with "
+        "paired bootstrap CIs; SmoothGrad against the vanilla gradient, a blurred vanilla map, Captum's methods and a "
+        "random map",
+        135,
+    ),
+}
+NAV_STYLE = """<style>
+  nav.report-nav { display: flex; justify-content: space-between; gap: 1rem; padding: 0.6rem 0; margin: 0 0 1rem;
+                   border-bottom: 1px solid #ddd; font: 0.95rem system-ui, sans-serif; }
+  nav.report-nav.bottom { border-bottom: none; border-top: 1px solid #ddd; margin: 2rem 0 0; }
+  nav.report-nav a { color: var(--jp-content-link-color, #1976d2); text-decoration: none; }
+  nav.report-nav span { min-width: 12rem; }
+  nav.report-nav span:last-child { text-align: right; }
+</style>
+"""
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub (and this builder) gives a markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def heading_ids(page: str) -> dict[str, str]:
+    """For each heading of a rendered page: its GitHub anchor -> the id nbconvert gave it."""
+    ids = {}
+    for found in re.finditer(r'<h[1-6] id="([^"]+)">(.*?)<a class="anchor-link"', page, re.S):
+        text = html.unescape(re.sub(r"<[^>]+>", "", found.group(2)))
+        ids.setdefault(github_slug(text), found.group(1))
+    return ids
+
+
+def link_pages(page: str, stem: str, pages: dict[str, str]) -> str:
+    """Point relative links to notebooks (``02-smoothgrad.ipynb#4-what-the-noise-does``) at their rendered pages and
+    at the heading ids nbconvert generates there; a link to a missing notebook or heading stops the build."""
+
+    def rewrite(found: re.Match) -> str:
+        target, fragment = found.group(2), found.group(3) or ""
+        if target not in pages:
+            sys.exit(f"{stem}: link to {target}.ipynb, which is not a notebook in report/")
+        if fragment:
+            ids = heading_ids(pages[target])
+            anchor = html.unescape(fragment[1:])
+            if anchor in ids:
+                fragment = "#" + ids[anchor]
+            elif anchor not in ids.values():
+                sys.exit(f"{stem}: link to {target}.ipynb{fragment}, a heading that notebook does not have")
+        return f'{found.group(1)}"{target}.html{fragment}"'
+
+    return re.sub(r'(<a\s[^>]*href=)"(?:\./)?([\w.-]+)\.ipynb(#[^"]*)?"', rewrite, page)
+
+
+def navigation(stem: str, stems: list[str], where: str) -> str:
+    """Links to the previous notebook, the index and the next notebook."""
+    at = stems.index(stem)
+
+    def link(other: str, before: str = "", after: str = "") -> str:
+        title = NOTEBOOKS[other].title if other in NOTEBOOKS else other
+        return f'<a href="{other}.html">{before}{html.escape(title)}{after}</a>'
+
+    previous = link(stems[at - 1], before="← ") if at > 0 else ""
+    following = link(stems[at + 1], after=" →") if at + 1 < len(stems) else ""
+    return (
+        f'<nav class="report-nav {where}" aria-label="report"><span>{previous}</span>'
+        f'<a href="index.html">Contents</a><span>{following}</span></nav>'
+    )
 
 
 def strip_volatile(notebook: nbformat.NotebookNode) -> bool:
@@ -81,7 +194,8 @@ def title_and_summary(notebook: nbformat.NotebookNode) -> tuple[str, str]:
     return "Untitled", ""
 
 
-def render(path: Path, out: Path) -> tuple[str, str]:
+def render(path: Path) -> str:
+    """The notebook ``path`` as one HTML page, before the links between pages are added."""
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:  # the badge image lives on a server: offline, link with text instead
         if BADGE_TAG in cell.metadata.get("tags", []):
@@ -91,15 +205,41 @@ def render(path: Path, out: Path) -> tuple[str, str]:
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem}})
     # require.js (from a CDN) only serves interactive widgets, which the report has none of.
     body = re.sub(r'<script src="https://[^"]*require(\.min)?\.js"></script>\s*', "", body)
-    (out / f"{path.stem}.html").write_text(body, encoding="utf-8")
-    return title_and_summary(notebook)
+    loader = '<script src="mathjax/MathJax.js'
+    if loader not in body:
+        sys.exit(f"{path.name}: the page does not load the local MathJax (nbconvert's template changed?)")
+    # Settings in window.MathJax before MathJax.js loads are its configuration, merged with the config file's.
+    return body.replace(loader, f"<script>window.MathJax = {MATHJAX_FONTS};</script>\n{loader}", 1)
 
 
-def write_index(out: Path, entries: list[tuple[Path, str, str]]) -> None:
+def describe(path: Path) -> Notebook:
+    """What the index says about the notebook ``path``: ``NOTEBOOKS``, or its own title and first bold line."""
+    if path.stem in NOTEBOOKS:
+        return NOTEBOOKS[path.stem]
+    title, summary = title_and_summary(nbformat.read(path, as_version=4))
+    return Notebook(title, summary, 0)
+
+
+def write_pages(out: Path, pages: dict[str, str]) -> None:
+    """Write every page with its navigation, and links between notebooks pointing at the rendered pages."""
+    stems = list(pages)
+    for stem, page in pages.items():
+        page = link_pages(page, stem, pages)
+        top = navigation(stem, stems, "top")
+        page = re.sub(r"(<body[^>]*>\s*<main>)", lambda found, top=top: found.group(1) + top, page, count=1)
+        page = page.replace("</main>", navigation(stem, stems, "bottom") + "</main>", 1)
+        page = page.replace("</head>", NAV_STYLE + "</head>", 1)
+        if page.count('class="report-nav') != 2:
+            sys.exit(f"{stem}: could not place the navigation (nbconvert's template changed?)")
+        (out / f"{stem}.html").write_text(page, encoding="utf-8")
+
+
+def write_index(out: Path, notebooks: list[Path]) -> None:
     items = "\n".join(
-        f'    <li><a href="{html.escape(p.stem)}.html">{html.escape(title)}</a><br>'
-        f"<span>{html.escape(summary)}</span></li>"
-        for p, title, summary in entries
+        f'    <li><a href="{html.escape(p.stem)}.html">{html.escape(d.title)}</a><br>'
+        f"<span>{html.escape(d.shows[:1].upper() + d.shows[1:])}.</span><br>"
+        f"<small>Run time on a 2-core CPU: {d.run_time}.</small></li>"
+        for p, d in ((p, describe(p)) for p in notebooks)
     )
     (out / "index.html").write_text(
         f"""<!DOCTYPE html>
@@ -110,7 +250,7 @@ def write_index(out: Path, entries: list[tuple[Path, str, str]]) -> None:
   <style>
     body {{ font-family: system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; line-height: 1.5;
             padding: 0 1rem; }}
-    li {{ margin-bottom: 1rem; }} span {{ color: #555; }}
+    li {{ margin-bottom: 1rem; }} span {{ color: #555; }} small {{ color: #777; }}
   </style>
 </head>
 <body>
@@ -120,6 +260,8 @@ def write_index(out: Path, entries: list[tuple[Path, str, str]]) -> None:
   <ol>
 {items}
   </ol>
+  <p><small>Run times are for executing each notebook once on a 2-core CPU without a GPU (the README says how they
+  were measured); the notebooks use a CUDA GPU by themselves when there is one.</small></p>
 </body>
 </html>
 """,
@@ -155,15 +297,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     mathjax = Path(jupyter_server_mathjax.__file__).parent / "static"
     shutil.copytree(mathjax, args.out / "mathjax", dirs_exist_ok=True)
-    entries = []
-    for path in notebooks:
-        title, summary = render(path, args.out)
-        entries.append((path, title, summary))
-        print(
-            f"rendered {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}/{path.stem}.html",
-            flush=True,
-        )
-    write_index(args.out, entries)
+    pages = {path.stem: render(path) for path in notebooks}
+    write_pages(args.out, pages)
+    shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
+    for stem in pages:
+        print(f"rendered {shown}/{stem}.html", flush=True)
+    write_index(args.out, notebooks)
     print(f"report: {args.out / 'index.html'}")
 
 

@@ -1,0 +1,70 @@
+"""What a newcomer reads first is true: the README's notebook table and run times are those of the rendered index
+(tools/build_report.py's NOTEBOOKS), its install line is the repository of pyproject, the photos it names are those
+the notebooks load, and LICENSE and CITATION.cff agree with pyproject."""
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+sys.path.insert(0, str(ROOT / "tools"))
+from build_report import NOTEBOOKS  # noqa: E402
+
+
+def test_readme_table_says_what_the_index_says_about_each_notebook():
+    rows = {
+        re.search(r"\(report/([\w-]+)\.ipynb\)", row).group(1): row
+        for row in re.findall(r"^\|.*\.ipynb.*$", README, re.M)
+    }
+    assert sorted(rows) == sorted(NOTEBOOKS)
+    for stem, notebook in NOTEBOOKS.items():
+        row = rows[stem].replace(r"\|", "|")
+        assert f"[{notebook.title}](report/{stem}.ipynb)" in row
+        assert f"| {notebook.shows} |" in row, f"README's row for {stem} differs from NOTEBOOKS[{stem!r}].shows"
+
+
+def test_readme_gives_each_notebooks_run_time_on_a_2_core_cpu():
+    sentence = re.search(r"Run times on a 2-core CPU.*?\n\n", README, re.S)
+    assert sentence, "README: no 'Run times on a 2-core CPU ...' sentence"
+    text = " ".join(sentence.group(0).split())
+    for stem, notebook in NOTEBOOKS.items():
+        assert f"{stem[:2]} {notebook.run_time}" in text, (stem, notebook.run_time, text)
+
+
+def test_readme_install_line_is_the_projects_repository():
+    url = PROJECT["urls"]["Repository"]
+    assert f"pip install git+{url}\n" in README
+
+
+def test_readme_names_every_photo_the_notebooks_load():
+    loaded = set()
+    for path in sorted((ROOT / "report").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                for names in re.findall(r"(?:names|PHOTOS)\s*=\s*\[([^\]]*)\]", cell.source):
+                    loaded |= set(re.findall(r'"(\w+)"', names))
+    assert {"chelsea", "coffee", "rocket", "camera"} <= loaded
+    said = re.search(r"The notebooks use (.*?), the four", README, re.S).group(1)
+    assert set(re.findall(r"`(\w+)`", said)) == loaded
+
+
+def test_license_is_mit_as_pyproject_says():
+    assert PROJECT["license"] == "MIT"
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n") and "Copyright (c) 2026 the smoothgrad-lib authors" in text
+
+
+def test_citation_cff_parses_and_names_the_version_of_pyproject():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors"} <= set(cff)  # required by the CFF 1.2.0 schema
+    assert cff["authors"] and all("name" in a or "family-names" in a for a in cff["authors"])
+    assert cff["version"] == PROJECT["version"]
+    assert cff["license"] == PROJECT["license"]
+    assert cff["repository-code"] == PROJECT["urls"]["Repository"]
