@@ -16,7 +16,7 @@ from torch import nn
 
 from .precision import float32_precision
 
-CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: how an axis of channels is recognised in a misordered image
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: a last axis of this size after a longer one is taken for channels
 
 TargetType: TypeAlias = int | Sequence[int] | torch.Tensor | None
 """None (each image's predicted class), one int for every image, or one class index per image."""
@@ -30,7 +30,7 @@ def as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}: convert it, e.g. x.float() / 255.")
     if x.ndim not in (3, 4):
         raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}.")
-    if x.shape[-1] in CHANNEL_COUNTS and x.shape[-3] not in CHANNEL_COUNTS:
+    if x.shape[-1] in CHANNEL_COUNTS and x.shape[-3] > max(CHANNEL_COUNTS):
         order = "(2, 0, 1)" if x.ndim == 3 else "(0, 3, 1, 2)"
         raise ValueError(
             f"x has shape {tuple(x.shape)}: channels last, as images are stored (H, W, C); the library takes "
