@@ -477,8 +477,8 @@ FAMILIES = tuple(REGISTRY)
 
 LRP_EPSILON = 0.25  # the stabiliser of the epsilon rule of the registry's "lrp"
 # The leaf modules Captum's LRP has a rule for (its SUPPORTED_LAYERS_WITH_RULES, matched by exact type) and the
-# activations it passes relevance through unchanged (SUPPORTED_NON_LINEAR_LAYERS); nn.Flatten gets the epsilon rule
-# here, which passes relevance through a reshape unchanged (z = a, so a * R / z = R).
+# activations it passes relevance through unchanged (SUPPORTED_NON_LINEAR_LAYERS); nn.Flatten gets Captum's default
+# epsilon (1e-9), which passes relevance through the reshape unchanged (z = a, so a R / z = R).
 LRP_RULE_LAYERS = (
     nn.Conv2d,
     nn.Linear,
@@ -571,7 +571,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target: TargetType = None, *, epsilon
     classes = clean_classes(model, x, target)
     copy = deepcopy(model)
     for module in copy.modules():
-        if isinstance(module, LRP_RULE_LAYERS) and not list(module.children()):
+        if isinstance(module, nn.Flatten):
+            module.rule = EpsilonRule()  # a reshape: relevance passes unchanged (z = a)
+        elif isinstance(module, LRP_RULE_LAYERS) and not list(module.children()):
             module.rule = EpsilonRule(epsilon)
     return LRP(copy).attribute(_captum_inputs(x), target=classes).detach()
 
