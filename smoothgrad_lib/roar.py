@@ -40,7 +40,6 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
 from .maps import saliency_map
 from .methods import all_attributions
 from .shapes import ShapesBatch, make_shapes
@@ -255,7 +254,8 @@ def code_version() -> dict[str, str | None]:
             check=True,
             timeout=10,
         ).stdout.strip()
-    return {"package": __version__, "git": commit or None}
+    package = sys.modules[__package__]  # the package's own __init__, loaded before any of its modules
+    return {"package": package.__version__, "git": commit or None}
 
 
 def roar_report(result: dict[str, object], command: Sequence[str] | None = None) -> dict[str, object]:
