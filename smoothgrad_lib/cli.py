@@ -52,7 +52,54 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=explain.run)
 
 
-COMMANDS = (_add_train_shapes, _add_explain)
+def _add_roar(commands: argparse._SubParsersAction) -> None:
+    from . import roar
+
+    parser = commands.add_parser(
+        "roar",
+        help="RemOve And Retrain on the shapes data: retrain the twin on images without each map's top pixels (hours)",
+        description=roar.__doc__.split("\n\n")[0] + " Writes the grid's accuracies, timings, code version and "
+        "command line as JSON. The default grid retrains the twin (7 methods x 3 fractions x 2 fills + 1) x 3 seeds "
+        "times.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write (e.g. report/data/roar.json)")
+    parser.add_argument("--methods", nargs="+", default=list(roar.ROAR_METHODS), help="names of all_attributions")
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(roar.ROAR_FRACTIONS), help="k, in (0, 1]")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(roar.ROAR_SEEDS), help="retraining seeds")
+    parser.add_argument(
+        "--fills", nargs="+", choices=roar.FILLS, default=list(roar.FILLS), help="what replaces a pixel"
+    )
+    parser.add_argument("--n-train", type=int, help="training images (default: the twin's recipe)")
+    parser.add_argument("--n-test", type=int, default=2000, help="test images (default: 2000)")
+    parser.add_argument("--epochs", type=int, help="passes over the training images (default: the twin's recipe)")
+    parser.add_argument("--n-samples", type=int, default=10, help="SmoothGrad's noisy copies per map (default: 10)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_roar)
+
+
+def _roar(args: argparse.Namespace) -> None:
+    import json
+    import sys
+
+    from . import roar
+
+    result = roar.roar(
+        args.methods,
+        args.fractions,
+        args.seeds,
+        args.fills,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        epochs=args.epochs,
+        n_samples=args.n_samples,
+        progress=not args.no_progress,
+    )
+    report = roar.roar_report(result, ["python", "-m", "smoothgrad_lib", *sys.argv[1:]])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+COMMANDS = (_add_train_shapes, _add_explain, _add_roar)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Deletion and insertion curves (Petsiuk et al., 2018) and AOPC (Samek et al.,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -14,7 +15,19 @@ from scipy import ndimage
 from torch import nn
 from torchvision.transforms import functional as TF
 
-from ._checks import TargetType, check_batch_size, check_images, check_model, clean_forward, resolve_target
+from ._checks import (
+    TargetType,
+    check_batch_size,
+    check_count,
+    check_images,
+    check_model,
+    checked_logits,
+    clean_classes,
+    clean_forward,
+    resolve_target,
+)
+from .noise import check_generator
+from .precision import float32_precision
 from .saliency import default_batch_size
 
 DEFAULT_STEPS = 32
@@ -211,3 +224,79 @@ def _ranking_positions(maps: torch.Tensor, generator: torch.Generator | None) ->
         order = shuffle.gather(1, order)
     places = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, places)
+
+
+def gaussian_perturbations(x: torch.Tensor, noise_std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One perturbation I of every element of x, iid N(0, noise_std^2): ``noise_std * torch.randn(x.shape, ...)``
+    drawn on the generator's device, then moved to x's."""
+    if not noise_std > 0:
+        raise ValueError(f"noise_std must be > 0, got {noise_std!r}.")
+    check_generator(generator, x)
+    device = generator.device if generator is not None else x.device
+    return (noise_std * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)).to(x.device)
+
+
+def infidelity(
+    model: nn.Module,
+    explain_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    target: TargetType = None,
+    *,
+    n_samples: int = 10,
+    noise_std: float = 0.1,
+    generator: torch.Generator | None = None,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Infidelity of an explanation (Yeh et al., 2019, NeurIPS): how badly the attribution predicts the change of
+    the output when the input is perturbed.
+
+    ``INFD(e, f, x) = E_I[(I . e(x) - (f(x) - f(x - I)))^2]``, with f the target logit, ``I . e`` the sum over
+    all elements of their product (an attribution with one channel, (B, 1, H, W), is broadcast over the colour
+    channels: ``sum_p e_p sum_c I_cp``), and the expectation a mean over ``n_samples`` perturbations I drawn iid
+    N(0, noise_std^2) per element (``gaussian_perturbations``; the "noisy baseline" of Yeh et al.), the perturbed
+    images x - I not clipped. Sample k draws the perturbation of the whole batch by one
+    ``gaussian_perturbations(x, noise_std, generator)``, k = 0, 1, ...
+
+    ``normalize=True`` first rescales e by the beta that minimises the mean over the samples,
+    ``beta = sum_k (I_k . e)(f(x) - f(x - I_k)) / sum_k (I_k . e)^2`` (0 when the denominator is), so that maps of
+    arbitrary scale (|G|, G^2) can be compared. This is Captum's ``captum.metrics.infidelity`` (including its
+    ``normalize``), whose result it equals for the same perturbations. Exact cases: for a linear model
+    f(x) = w . x + b and e = w (its gradient), ``I . w = f(x) - f(x - I)`` for every I, so the infidelity is 0.
+
+    Args:
+        model: classifier in eval mode, (B, C, H, W) -> logits (B, K); left unchanged.
+        explain_fn: x (B, C, H, W) -> attribution (B, C, H, W) or (B, 1, H, W) of the same class as ``target``.
+        x: float images (B, C, H, W); left unchanged.
+        target: None (each image's predicted class at x), an int, or one class per image.
+        n_samples: perturbations per image.
+        noise_std: the standard deviation of the perturbation, in the units of x.
+        generator: draws the perturbations (a ``torch.Generator`` on x's device type; None: the global one).
+        normalize: rescale e by the optimal beta first.
+
+    Returns:
+        (B,) float, >= 0.
+    """
+    check_model(model)
+    check_images(x)
+    check_count("n_samples", n_samples)
+    x = x.detach()
+    classes = clean_classes(model, x, target)
+    rows = torch.arange(x.shape[0], device=x.device)
+    attribution = explain_fn(x)
+    if not isinstance(attribution, torch.Tensor) or attribution.ndim != 4 or attribution.shape[0] != x.shape[0]:
+        shape = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
+        raise ValueError(f"explain_fn must return (B, C, H, W) or (B, 1, H, W) like x {tuple(x.shape)}; got {shape}.")
+    attribution = attribution.detach().to(x.device)
+    with torch.no_grad(), float32_precision(False):
+        clean = checked_logits(model, x)[rows, classes]
+        predicted, actual = [], []
+        for _ in range(n_samples):
+            perturbation = gaussian_perturbations(x, noise_std, generator)
+            predicted.append((perturbation * attribution).flatten(1).sum(1))
+            actual.append(clean - checked_logits(model, x - perturbation)[rows, classes])
+    predicted_sums, differences = torch.stack(predicted, 1), torch.stack(actual, 1)  # (B, n_samples)
+    if normalize:
+        num, den = (predicted_sums * differences).sum(1), predicted_sums.square().sum(1)
+        beta = torch.where(den == 0, torch.zeros_like(den), num / torch.where(den == 0, torch.ones_like(den), den))
+        predicted_sums = beta[:, None] * predicted_sums
+    return (predicted_sums - differences).square().mean(1)

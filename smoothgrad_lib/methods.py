@@ -16,11 +16,13 @@ Gradients, Gradient x Input, Grad-CAM and Guided Backprop.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from functools import partial
 
 import torch
-from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
+from captum.attr import LRP, GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
+from captum.attr._utils.lrp_rules import EpsilonRule  # Captum exports its LRP rules from here only
 from torch import nn
 
 from ._checks import (
@@ -56,6 +58,8 @@ class MethodSpec:
         needs_relu: only meaningful on a network of ``nn.ReLU`` modules (left out by default elsewhere).
         takes: the options of ``OPTIONS`` it needs (``"vanilla"``: the vanilla gradient, computed once).
         chunked: run on ``batch_size`` images at a time, in the layout of the clean forward pass.
+        opt_in: left out unless asked for by name (``all_attributions(methods=...)``,
+            ``attribution_methods(include=...)``), so that adding it changes no existing result.
     """
 
     name: str
@@ -64,6 +68,7 @@ class MethodSpec:
     needs_relu: bool = False
     takes: tuple[str, ...] = ()
     chunked: bool = False
+    opt_in: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.takes) - set(OPTIONS)
@@ -90,6 +95,7 @@ def attribution_methods(
     aggregates: Sequence[str] = AGGREGATES,
     ig_steps: int = 32,
     blur_sigma: float = VANILLA_BLUR_SIGMA,
+    include: Collection[str] = (),
 ) -> dict[str, Method]:
     """The methods to compare, by name, in a fixed order.
 
@@ -117,6 +123,8 @@ def attribution_methods(
       Gaussian of ``blur_sigma`` pixels (``VANILLA_BLUR_SIGMA`` by default): a trivial smoother
       that any SmoothGrad variant should beat.
     - ``"random"``: uniform noise in [0, 1) from the generator, the chance level of every metric.
+
+    Methods registered with ``opt_in=True`` (``"lrp"``) are added only when named in ``include``.
     """
     options = {
         "n_samples": n_samples,
@@ -127,6 +135,8 @@ def attribution_methods(
     }
     methods: dict[str, Method] = {}
     for spec in REGISTRY.values():
+        if spec.opt_in and spec.name not in include:
+            continue
         if spec.name == "smoothgrad":
             for aggregate in aggregates:
                 for level in levels:
@@ -209,7 +219,7 @@ def all_attributions(
     - ``"random"`` draws from ``torch.Generator(device=x.device).manual_seed(seed)``.
 
     ``methods`` chooses among the names of ``REGISTRY`` ("smoothgrad" stands for all the
-    ``levels`` entries); None takes all of them, except Guided Backprop on a
+    ``levels`` entries); None takes all of them but the opt-in ones (``"lrp"``), and except Guided Backprop on a
     model whose activations it would not rewrite (anything but ``nn.ReLU``,
     e.g. the ReLU6 of EfficientNet-Lite0), which is then left out. Asking for
     it by name on such a model raises the registry's ValueError.
@@ -421,6 +431,7 @@ def _wanted(model: nn.Module, methods: Collection[str] | None) -> set[str]:
     """The registry names that all_attributions computes for ``methods`` (None: every one that applies to model)."""
     if methods is None:
         skip = {name for name, spec in REGISTRY.items() if spec.needs_relu and _guided_backprop_problem(model)}
+        skip |= {name for name, spec in REGISTRY.items() if spec.opt_in}
         return set(REGISTRY) - skip
     if isinstance(methods, str):
         raise TypeError(f"methods must be a collection of names, e.g. ({methods!r},), not a string.")
@@ -460,3 +471,160 @@ for _spec in (
     register(_spec)
 # The built-in methods, in the order of all_attributions' result ("smoothgrad" stands for every level and aggregate).
 FAMILIES = tuple(REGISTRY)
+
+
+# --- Layer-wise relevance propagation (opt-in) -------------------------------------------------------------------
+
+LRP_EPSILON = 0.25  # the stabiliser of the epsilon rule of the registry's "lrp"
+# The leaf modules Captum's LRP has a rule for (its SUPPORTED_LAYERS_WITH_RULES, matched by exact type) and the
+# activations it passes relevance through unchanged (SUPPORTED_NON_LINEAR_LAYERS); nn.Flatten gets Captum's default
+# epsilon (1e-9), which passes relevance through the reshape unchanged (z = a, so a R / z = R).
+LRP_RULE_LAYERS = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.MaxPool2d,
+    nn.Flatten,
+)
+LRP_PASS_LAYERS = (nn.ReLU, nn.Dropout, nn.Tanh)
+
+
+def lrp_problems(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
+    """Why Captum's ``LRP`` would fail on ``model`` or silently compute something else; [] when it applies.
+
+    Checked: leaf modules of a type with no Captum rule (by exact type, as Captum matches them: a subclass of
+    ``nn.Conv2d`` does not count); rule-type modules that have children (Captum descends into the children and
+    leaves the module itself without a rule, e.g. a convolution that holds its padding module); in-place
+    ``nn.ReLU``; and, given a sample input ``x``, modules called more than once in one forward pass (Captum's LRP
+    stores one input per module). Not checked: functional operations in ``forward`` (``x + skip``, ``F.relu``),
+    which LRP cannot see; a residual network needs Captum's ``Addition_Module`` in place of ``+``.
+    """
+    problems = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    unsupported = sorted({type(m).__name__ for m in leaves if type(m) not in LRP_RULE_LAYERS + LRP_PASS_LAYERS})
+    if unsupported:
+        problems.append(f"modules without an LRP rule in Captum: {', '.join(unsupported)}")
+    hidden = sorted(
+        {type(m).__name__ for m in model.modules() if list(m.children()) and isinstance(m, LRP_RULE_LAYERS)}
+    )
+    if hidden:
+        problems.append(f"layers whose own rule Captum skips because they have submodules: {', '.join(hidden)}")
+    if any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules()):
+        problems.append("in-place nn.ReLU (inplace=True)")
+    if x is not None:
+        calls: dict[nn.Module, int] = {}
+        handles = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1)) for m in leaves]
+        try:
+            with torch.no_grad():
+                model(x[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+        reused = sorted({type(m).__name__ for m, n in calls.items() if n > 1})
+        if reused:
+            problems.append(f"modules used more than once in a forward pass: {', '.join(reused)}")
+    return problems
+
+
+def lrp(model: nn.Module, x: torch.Tensor, target: TargetType = None, *, epsilon: float = LRP_EPSILON) -> torch.Tensor:
+    """Layer-wise relevance propagation (Bach et al., 2015) by Captum's ``LRP``, the epsilon rule on every layer.
+
+    The relevance of the target logit is propagated to the input (B, C, H, W) by the LRP-epsilon rule,
+    ``R_i = sum_j a_i w_ij R_j / (z_j + epsilon sign(z_j))``, on every convolution, linear, batch-norm and
+    pooling layer, and passed unchanged through ReLU. Why this rule: with epsilon -> 0 (LRP-0) on a ReLU network
+    it is exactly Gradient x Input (Ancona et al., 2018; the proof holds with biases and batch norm), which the
+    registry already has; a positive epsilon absorbs the relevance of weak, mutually cancelling contributions and
+    gives sparser, less noisy maps (Montavon et al., 2019, "Layer-wise relevance propagation: an overview"), which
+    is the property to compare with SmoothGrad. ``LRP_EPSILON`` = 0.25 is of the order of the unit scale that
+    batch norm gives the activations. The alpha-beta and z+ rules (Captum's ``Alpha1_Beta0_Rule``) are not used:
+    Captum warns that they are wrong for batch-norm layers, which every layer of the shapes twins has. The sum of
+    the relevances equals the logit only for epsilon -> 0 and zero biases (conservation); the epsilon and the
+    biases (including batch norm's shift) absorb the rest.
+
+    Runs on a deep copy of ``model`` (Captum attaches rules and hooks to the modules), so the caller's model is
+    left as it was. Raises a ValueError naming what is unsupported (``lrp_problems``) for any other model; for
+    EfficientNet-Lite0 that is its ReLU6, ZeroPad2d and Identity modules, the ``Normalize`` in front, its
+    ``Conv2dStaticSamePadding`` convolutions (which have a padding submodule), and one ReLU6 module called
+    several times per block; its residual ``+`` is invisible to LRP besides.
+
+    Args:
+        model: classifier in eval mode made of the modules Captum's LRP supports (e.g. the shapes twins).
+        x: float images (B, C, H, W); left unchanged.
+        target: None (each image's predicted class), an int, or one class per image.
+        epsilon: the stabiliser of the epsilon rule (> 0; 1e-9 is Captum's default, practically LRP-0).
+
+    Returns:
+        (B, C, H, W) relevance, detached.
+    """
+    check_model(model)
+    check_images(x)
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")
+    problems = lrp_problems(model, x)
+    if problems:
+        raise ValueError(
+            "Captum's LRP does not support this model: " + "; ".join(problems) + ". LRP is available for networks "
+            "of plain Conv2d, Linear, BatchNorm2d, pooling, Flatten and ReLU modules (e.g. the shapes twins)."
+        )
+    classes = clean_classes(model, x, target)
+    copy = deepcopy(model)
+    for module in copy.modules():
+        if isinstance(module, nn.Flatten):
+            module.rule = EpsilonRule()  # a reshape: relevance passes unchanged (z = a)
+        elif isinstance(module, LRP_RULE_LAYERS) and not list(module.children()):
+            module.rule = EpsilonRule(epsilon)
+    return LRP(copy).attribute(_captum_inputs(x), target=classes).detach()
+
+
+def _lrp(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    return lrp(model, x, classes)
+
+
+register(MethodSpec("lrp", _lrp, chunked=True, opt_in=True))
+
+
+# --- Any registry method as a function of the input (for the robustness metrics) ------------------------------------
+
+
+def explanation_function(
+    method: str,
+    model: nn.Module,
+    target: TargetType = None,
+    *,
+    seed: int = 0,
+    common_noise: bool = True,
+    gradcam_layer: str = "",
+    **options: object,
+) -> Callable[..., torch.Tensor]:
+    """One method of ``attribution_methods`` as ``explain_fn(x, target=target)`` -> attribution, for
+    ``metrics.max_sensitivity``, ``metrics.local_lipschitz``, ``metrics.class_sensitivity`` and
+    ``faithfulness.infidelity``.
+
+    ``method`` is a name of ``attribution_methods(gradcam_layer=gradcam_layer, include=(method,), **options)``
+    (e.g. ``"vanilla"``, ``"smoothgrad_abs_0.15"``, ``"grad_cam"``, ``"lrp"``); ``options`` are that function's
+    (``n_samples``, ``levels``, ``aggregates``, ``ig_steps``, ``blur_sigma``). The attribution has the shape of x
+    (B, C, H, W), or (B, 1, H, W) for the one-value-per-pixel methods.
+
+    Randomness (SmoothGrad, ``"random"``): with ``common_noise`` every call draws from a fresh
+    ``torch.Generator(device=x.device).manual_seed(seed)``, so x and a perturbed x get the same noise (the map's
+    own change is measured); without it, all calls draw in turn from one generator seeded with ``seed`` (each call
+    gets new noise, as for a user who does not fix a seed). ``target`` None explains each image's predicted class
+    at the image given, which may change under perturbation: pass the classes predicted at the clean images to
+    compare maps of one class.
+    """
+    methods = attribution_methods(gradcam_layer=gradcam_layer, include=(method,), **options)
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose from {tuple(methods)} (or pass other levels/aggregates).")
+    run = methods[method]
+    shared: dict[str, torch.Generator] = {}
+
+    def explain_fn(x: torch.Tensor, target: TargetType = target) -> torch.Tensor:
+        if common_noise:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+        else:
+            generator = shared.setdefault("generator", torch.Generator(device=x.device).manual_seed(seed))
+        return run(model, x, target, generator)
+
+    return explain_fn

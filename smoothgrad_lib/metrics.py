@@ -14,12 +14,17 @@ a constant map scores exactly chance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy import ndimage
 from skimage.filters import sobel
 from skimage.metrics import structural_similarity
 from torch.nn import functional as F
+
+from ._checks import check_count, check_images
+from .noise import check_generator
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -298,3 +303,150 @@ def _tie_bounds(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ordered = flat.sort(1).values.contiguous()
     values = flat.contiguous()
     return torch.searchsorted(ordered, values, right=False), torch.searchsorted(ordered, values, right=True)
+
+
+ExplainFn = Callable[[torch.Tensor], torch.Tensor]
+"""``explain_fn(x)`` -> an attribution of each image of ``x`` (B, C, H, W), with its batch axis first."""
+
+
+def uniform_ball_noise(x: torch.Tensor, radius: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One perturbation per element of ``x``, uniform in [-radius, radius]: uniform in the L-infinity ball.
+
+    ``(2 torch.rand(x.shape, generator=generator) - 1) * radius``, on the generator's device, then moved to x's:
+    Captum's ``sensitivity_max`` default (``default_perturb_func``) draws from the same distribution.
+    """
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius!r}.")
+    check_generator(generator, x)
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return (2 * u - 1) * radius
+
+
+def max_sensitivity(
+    explain_fn: ExplainFn,
+    x: torch.Tensor,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    *,
+    generator: torch.Generator | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Max-sensitivity of an explanation (Yeh et al., 2019, NeurIPS): its largest change within a ball around x.
+
+    ``max_k ||e(x + d_k) - e(x)||_F / ||e(x)||_F`` over ``n_samples`` perturbations ``d_k``, each drawn
+    uniformly from the L-infinity ball of ``radius`` around x (``uniform_ball_noise``; the perturbed images are
+    not clipped to the data range). ``||.||_F`` is the L2 (Frobenius) norm over all elements of one image's
+    attribution. With ``normalize=False`` the change is not divided by ``||e(x)||``; with ``normalize=True`` an
+    all-zero ``e(x)`` is divided by 1 instead (as Captum does). This is Captum's ``sensitivity_max`` with its
+    defaults (``norm_ord="fro"``, ``default_perturb_func``), whose result it equals for the same perturbations.
+
+    Sample k draws its perturbation of the whole batch by one ``uniform_ball_noise(x, radius, generator)``, k =
+    0, 1, ...; ``explain_fn`` is called once on x and once per sample on the perturbed batch (B images). A
+    stochastic ``explain_fn`` (SmoothGrad) adds its own noise to the measured change: with the same noise in
+    every call ("common noise") the change is that of the map; with fresh noise (independent) it includes the
+    Monte-Carlo error a user without a fixed seed sees. Fix the class: an ``explain_fn`` that explains the
+    predicted class may explain another class at a perturbed image.
+
+    Args:
+        explain_fn: x (B, C, H, W) -> attribution (B, ...), e.g. ``methods.explanation_function(...)``.
+        x: float images (B, C, H, W); left unchanged.
+        radius: half-width of the L-infinity ball, in the units of x.
+        n_samples: perturbations per image.
+        generator: draws the perturbations (a ``torch.Generator`` on x's device type; None: the global one).
+        normalize: divide by the norm of the explanation at x.
+
+    Returns:
+        (B,) float, >= 0.
+    """
+    reference, changes = _explanation_changes(explain_fn, x, radius, n_samples, generator)
+    change = torch.stack([d.flatten(1).norm(dim=1) for d, _ in changes]).amax(0)
+    if normalize:
+        norm = reference.flatten(1).norm(dim=1)
+        change = change / torch.where(norm == 0, torch.ones_like(norm), norm)
+    return change
+
+
+def local_lipschitz(
+    explain_fn: ExplainFn,
+    x: torch.Tensor,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Local Lipschitz estimate of an explanation (Alvarez-Melis and Jaakkola, 2018, NeurIPS): the largest ratio of
+    the change of the attribution to the change of the input around x.
+
+    ``max_k ||e(x + d_k) - e(x)||_2 / ||d_k||_2``, with L2 norms over all elements of one image (attribution and
+    perturbation), over ``n_samples`` perturbations ``d_k`` drawn uniformly from the L-infinity ball of
+    ``radius`` (``uniform_ball_noise``, the same draws as ``max_sensitivity`` with the same generator), not
+    clipped. Alvarez-Melis and Jaakkola maximise over the ball by optimisation; random sampling gives a lower
+    bound of that maximum. The explanation e(x) = x scores exactly 1, a constant explanation 0. Not normalised:
+    the value scales with the attribution (a map times 2 scores twice as much), so compare methods whose maps
+    share a scale, or normalise their maps first. See ``max_sensitivity`` for stochastic explanations.
+
+    Args:
+        explain_fn, x, radius, n_samples, generator: as in ``max_sensitivity``.
+
+    Returns:
+        (B,) float, >= 0.
+    """
+    _, changes = _explanation_changes(explain_fn, x, radius, n_samples, generator)
+    return torch.stack([d.flatten(1).norm(dim=1) / step.flatten(1).norm(dim=1) for d, step in changes]).amax(0)
+
+
+def _explanation_changes(
+    explain_fn: ExplainFn, x: torch.Tensor, radius: float, n_samples: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """e(x), and (e(x + d_k) - e(x), d_k) for each of ``n_samples`` uniform perturbations d_k of the batch."""
+    check_images(x)
+    check_count("n_samples", n_samples)
+    x = x.detach()
+    reference = _explanation(explain_fn, x)
+    changes = []
+    for _ in range(n_samples):
+        step = uniform_ball_noise(x, radius, generator)
+        perturbed = _explanation(explain_fn, x + step)
+        if perturbed.shape != reference.shape:
+            raise ValueError(f"explain_fn gave shape {tuple(perturbed.shape)}, then {tuple(reference.shape)}.")
+        changes.append((perturbed - reference, step))
+    return reference, changes
+
+
+def _explanation(explain_fn: ExplainFn, x: torch.Tensor) -> torch.Tensor:
+    """``explain_fn(x)`` detached, checked to have x's batch axis."""
+    out = explain_fn(x)
+    if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"explain_fn must return one attribution per image, (B, ...) with B = {x.shape[0]}: {shape}.")
+    return out.detach()
+
+
+def class_sensitivity(
+    explain_fn: Callable[[torch.Tensor, torch.Tensor | int], torch.Tensor],
+    x: torch.Tensor,
+    target_a: torch.Tensor | int | list[int],
+    target_b: torch.Tensor | int | list[int],
+    absolute: bool = False,
+) -> torch.Tensor:
+    """How little a method's attribution depends on the class it explains: per image, Spearman's rank correlation
+    (``rank_correlation``) between the attributions of x for ``target_a`` and for ``target_b``, over all elements.
+
+    1 means the same ranking of pixels whatever the class (the map explains the image, not the decision; e.g. an
+    explanation that returns the input); values near 0 or below mean class-specific maps. ``absolute=True``
+    compares magnitudes. NaN where either attribution is constant.
+
+    Args:
+        explain_fn: (x, target) -> attribution (B, ...), e.g. ``methods.explanation_function(...)``.
+        x: float images (B, C, H, W).
+        target_a, target_b: the two classes, an int or one per image (e.g. the predicted and another class).
+
+    Returns:
+        (B,) float64 in [-1, 1].
+    """
+    check_images(x)
+    x = x.detach()
+    a = explain_fn(x, target_a)
+    b = explain_fn(x, target_b)
+    return rank_correlation(a, b, absolute=absolute)

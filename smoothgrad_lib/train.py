@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .shapes import make_shapes
+from .shapes import ShapesBatch, make_shapes
 from .twins import CHECKSUMS, TWINS, ShapesCNN, accuracy, sha256, weights_name
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,14 @@ BATCH_SIZE = 100
 
 
 def train(
-    twin: str, *, n_train: int | None = None, epochs: int | None = None, seed: int = 0, n_held_out: int = 2000
+    twin: str,
+    *,
+    n_train: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    n_held_out: int = 2000,
+    data: ShapesBatch | None = None,
+    held_out: ShapesBatch | None = None,
 ) -> tuple[ShapesCNN, float]:
     """Train one twin (Adam, one-cycle learning rate to 1e-2, batches of 100); returns it in eval mode and its
     held-out accuracy on the true labels of ``make_shapes(n_held_out, seed + 1)`` (2000 images: a binomial
@@ -33,19 +40,24 @@ def train(
     default CPU generator seeded with ``seed`` inside ``torch.random.fork_rng``, so the caller's global random
     state is left as it was; batches are shuffled by a local generator seeded with ``seed``, which first draws the
     label permutation of a ``permuted_labels`` twin.
+
+    ``data`` and ``held_out`` replace the training and held-out images (e.g. degraded copies, see
+    :mod:`smoothgrad_lib.roar`); ``n_train`` and ``n_held_out`` are then their sizes, and ``seed`` sets only the
+    initialisation and the batch order.
     """
     if twin not in TWINS:
         raise ValueError(f"unknown shapes twin {twin!r}; choose one of {', '.join(TWINS)}.")
     recipe = TWINS[twin]
-    n_train = recipe.n_train if n_train is None else n_train
+    n_train = len(data.labels) if data is not None else recipe.n_train if n_train is None else n_train
+    n_held_out = len(held_out.labels) if held_out is not None else n_held_out
     epochs = recipe.epochs if epochs is None else epochs
     if n_train < 1 or epochs < 1 or n_held_out < 1:
         raise ValueError(
             "need n_train, epochs and n_held_out >= 1, "
             f"got n_train={n_train}, epochs={epochs}, n_held_out={n_held_out}."
         )
-    data = make_shapes(n_train, seed=seed)
-    held_out = make_shapes(n_held_out, seed=seed + 1)
+    data = make_shapes(n_train, seed=seed) if data is None else data
+    held_out = make_shapes(n_held_out, seed=seed + 1) if held_out is None else held_out
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         model = ShapesCNN(recipe.activation)

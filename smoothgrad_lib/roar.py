@@ -1,0 +1,272 @@
+"""RemOve And Retrain (ROAR, Hooker et al., 2019, NeurIPS) on the shapes data, with the ROAD fill of Rong et al. (2022).
+
+A map is faithful to what a model needs when removing the pixels it ranks first takes the information away: retrain
+the network from scratch on images whose top-k% pixels (by the map) are removed, and its test accuracy falls. A
+random ranking is the reference: a method is better than chance when accuracy falls faster with k than for it.
+Retraining from scratch is what separates "the model relied on these pixels" from "the removal left the data
+distribution" (a model that was not retrained is tested off its training distribution).
+
+The procedure (``roar``):
+
+1. the shipped twin (``load_twin(twin)``) explains each training image ``make_shapes(n_train, seed=0)`` and each
+   test image ``make_shapes(n_test, seed=1)`` for its true class, by the registry's ``all_attributions`` (SmoothGrad
+   with ``n_samples`` noisy copies at noise level 0.15; Integrated Gradients from black with ``ig_steps`` points;
+   Grad-CAM on layer ``"14"``); a map is ``saliency_map(attribution, normalize=None)`` (max over channels of |a|);
+2. for each fraction k, the ``round(k H W)`` pixels of highest map value (ties: the first in raster order after a
+   seeded random shuffle) of every training and test image are replaced (``remove_top``) either by the image's own
+   background from ``make_shapes`` (``fill="background"``: the shape's pixels there are gone, the rest unchanged) or
+   by the image's per-channel mean (``fill="mean"``; ROAD warns that the shape of a constant-filled hole can itself
+   leak the class);
+3. a fresh twin is trained on the degraded training images with the twin's recipe (``train.train``; ``epochs`` may
+   be lowered), initialised and shuffled by the retraining seed, and its accuracy on the degraded test images
+   recorded. k = 0 (no removal) is the baseline, trained once per seed.
+
+The maps are computed once; only the retraining depends on the seed. ``python -m smoothgrad_lib roar --out
+report/data/roar.json`` runs the default grid and writes ``roar_report``'s JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from .maps import saliency_map
+from .methods import all_attributions
+from .shapes import ShapesBatch, make_shapes
+from .train import train
+from .twins import TWINS, load_twin
+
+log = logging.getLogger(__name__)
+
+Fill = Literal["background", "mean"]
+FILLS: tuple[str, ...] = ("background", "mean")
+# Names of all_attributions' results: the methods of the default grid.
+ROAR_METHODS = (
+    "vanilla",
+    "smoothgrad_abs_0.15",
+    "smoothgrad_square_0.15",
+    "smoothgrad_vargrad_0.15",
+    "grad_cam",
+    "integrated_gradients",
+    "random",
+)
+ROAR_FRACTIONS = (0.1, 0.3, 0.5)
+ROAR_SEEDS = (0, 1, 2)
+GRADCAM_LAYER = "14"  # the shapes twins' last ReLU
+MAP_CHUNK = 500  # images explained per all_attributions call (memory)
+
+
+def remove_top(
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    fraction: float,
+    fill: Fill | torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Copies of ``images`` (B, C, H, W) whose ``round(fraction H W)`` highest-ranked pixels by ``maps`` (B, H, W)
+    are replaced by ``fill``: a tensor like images (e.g. the backgrounds), or ``"mean"`` (each image's per-channel
+    mean). Ties are broken by a random order from ``generator`` (None: raster order). ``fraction`` 0 returns a copy.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}.")
+    if maps.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(f"maps must be (B, H, W) like images {tuple(images.shape)}; got {tuple(maps.shape)}.")
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ValueError(f"fill must be a tensor like images or 'mean', got {fill!r}.")
+        fill = images.mean((2, 3), keepdim=True).expand_as(images)
+    elif fill.shape != images.shape:
+        raise ValueError(f"a fill tensor must have the shape of images {tuple(images.shape)}, got {tuple(fill.shape)}.")
+    flat = maps.flatten(1)
+    count = round(fraction * flat.shape[1])
+    if count == 0:
+        return images.clone()
+    order = torch.arange(flat.shape[1]).expand_as(flat)
+    if generator is not None:
+        order = torch.rand(flat.shape, generator=generator).argsort(1)
+    ranked = flat.gather(1, order).argsort(dim=1, descending=True, stable=True)
+    top = order.gather(1, ranked[:, :count])
+    removed = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True).view_as(maps)[:, None]
+    return torch.where(removed, fill, images)
+
+
+def roar_maps(
+    data: ShapesBatch,
+    methods: Sequence[str] = ROAR_METHODS,
+    *,
+    twin: str = "relu",
+    n_samples: int = 10,
+    ig_steps: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The map (B, H, W) of every image of ``data`` by each of ``methods`` (names of ``all_attributions``' result),
+    explaining its true label with the shipped twin; chunk i of ``MAP_CHUNK`` images uses ``seed + i``."""
+    model = load_twin(twin)
+    families = {_family(name) for name in methods}
+    levels = {0.15: tuple(name.split("_")[1] for name in methods if name.startswith("smoothgrad_"))}
+    if not levels[0.15]:
+        levels = {}
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
+    chunks = list(zip(data.images.split(MAP_CHUNK), data.labels.split(MAP_CHUNK), strict=True))
+    for i, (images, labels) in enumerate(tqdm(chunks, desc="maps", disable=not progress, leave=False)):
+        out = all_attributions(
+            model,
+            images,
+            labels,
+            gradcam_layer=GRADCAM_LAYER,
+            seed=seed + i,
+            levels=levels,
+            n_samples=n_samples,
+            ig_steps=ig_steps,
+            methods=families,
+        )
+        for name in methods:
+            parts[name].append(saliency_map(out[name], normalize=None))
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def _family(name: str) -> str:
+    return "smoothgrad" if name.startswith("smoothgrad_") else name
+
+
+def roar(
+    methods: Sequence[str] = ROAR_METHODS,
+    fractions: Sequence[float] = ROAR_FRACTIONS,
+    seeds: Sequence[int] = ROAR_SEEDS,
+    fills: Sequence[str] = FILLS,
+    *,
+    twin: str = "relu",
+    n_train: int | None = None,
+    n_test: int = 2000,
+    epochs: int | None = None,
+    n_samples: int = 10,
+    ig_steps: int = 8,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Run the ROAR grid (module docstring) and return its report: settings, per-cell accuracies and timings.
+
+    Every (method, fill, fraction, seed) cell retrains one twin; the baseline (fraction 0) is trained once per
+    seed. ``n_train`` and ``epochs`` default to the twin's recipe (``TWINS[twin]``); lower them for a quick run.
+
+    Returns:
+        a JSON-able dict: ``"settings"``; ``"baseline"`` {seed: accuracy}; ``"cells"`` a list of {method, fill,
+        fraction, seed, accuracy, seconds}; ``"seconds"`` (maps, baseline, cells, total).
+    """
+    if twin not in TWINS:
+        raise ValueError(f"unknown shapes twin {twin!r}; choose one of {', '.join(TWINS)}.")
+    unknown = [f for f in fills if f not in FILLS]
+    if unknown or not all(0 < k <= 1 for k in fractions):
+        raise ValueError(f"fills must be among {FILLS} and fractions in (0, 1]; got {list(fills)}, {list(fractions)}.")
+    recipe = TWINS[twin]
+    n_train = recipe.n_train if n_train is None else n_train
+    epochs = recipe.epochs if epochs is None else epochs
+    started = time.perf_counter()
+    train_data, test_data = make_shapes(n_train, seed=0), make_shapes(n_test, seed=1)
+    maps = {
+        split: roar_maps(
+            data, methods, twin=twin, n_samples=n_samples, ig_steps=ig_steps, seed=offset, progress=progress
+        )
+        for split, data, offset in (("train", train_data, 0), ("test", test_data, 10_000))
+    }
+    seconds = {"maps": time.perf_counter() - started}
+
+    def retrain(train_images: ShapesBatch, test_images: ShapesBatch, seed: int) -> float:
+        return train(twin, epochs=epochs, seed=seed, data=train_images, held_out=test_images)[1]
+
+    grid = [(m, f, k, s) for m in methods for f in fills for k in fractions for s in seeds]
+    bar = tqdm(total=len(seeds) + len(grid), desc="ROAR retraining", disable=not progress)
+    tic = time.perf_counter()
+    baseline = {}
+    for seed in seeds:
+        baseline[seed] = retrain(train_data, test_data, seed)
+        bar.update()
+    seconds["baseline"] = time.perf_counter() - tic
+    cells = []
+    for method, fill, fraction, seed in grid:
+        tic = time.perf_counter()
+        degraded = [
+            data._replace(
+                images=remove_top(
+                    data.images,
+                    maps[split][method],
+                    fraction,
+                    data.backgrounds if fill == "background" else "mean",
+                    generator=torch.Generator().manual_seed(seed),
+                )
+            )
+            for split, data in (("train", train_data), ("test", test_data))
+        ]
+        accuracy = retrain(*degraded, seed)
+        cells.append(
+            {
+                "method": method,
+                "fill": fill,
+                "fraction": fraction,
+                "seed": seed,
+                "accuracy": accuracy,
+                "seconds": time.perf_counter() - tic,
+            }
+        )
+        bar.set_postfix(method=method, fill=fill, k=fraction, accuracy=f"{accuracy:.3f}")
+        bar.update()
+    bar.close()
+    seconds["cells"] = sum(cell["seconds"] for cell in cells)
+    seconds["total"] = time.perf_counter() - started
+    settings = {
+        "twin": twin,
+        "methods": list(methods),
+        "fractions": list(fractions),
+        "seeds": list(seeds),
+        "fills": list(fills),
+        "n_train": n_train,
+        "n_test": n_test,
+        "epochs": epochs,
+        "n_samples": n_samples,
+        "ig_steps": ig_steps,
+        "noise_level": 0.15,
+        "gradcam_layer": GRADCAM_LAYER,
+        "train_images": "make_shapes(n_train, seed=0)",
+        "test_images": "make_shapes(n_test, seed=1)",
+    }
+    return {"settings": settings, "baseline": baseline, "cells": cells, "seconds": seconds}
+
+
+def code_version() -> dict[str, str | None]:
+    """The package version and, when the package sits in a git checkout, its commit (with ``-dirty`` if changed)."""
+    root = Path(__file__).resolve().parents[1]
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    package = sys.modules[__package__]  # the package's own __init__, loaded before any of its modules
+    return {"package": package.__version__, "git": commit or None}
+
+
+def roar_report(result: dict[str, object], command: Sequence[str] | None = None) -> dict[str, object]:
+    """``result`` of ``roar`` with the code version and the command line that made it (default: ``sys.argv``)."""
+    command = list(sys.argv if command is None else command)
+    return {"code_version": code_version(), "command": " ".join(command), "python": sys.version.split()[0]} | result
+
+
+def mean_accuracy(report: dict[str, object]) -> dict[tuple[str, str, float], float]:
+    """Mean test accuracy over seeds of each (method, fill, fraction) cell of a report, with k = 0 the baseline."""
+    groups: dict[tuple[str, str, float], list[float]] = {}
+    for cell in report["cells"]:  # type: ignore[union-attr]
+        groups.setdefault((cell["method"], cell["fill"], cell["fraction"]), []).append(cell["accuracy"])
+    return {key: math.fsum(values) / len(values) for key, values in groups.items()}

@@ -1,0 +1,72 @@
+"""smoothgrad_lib.roar: pixel removal, a tiny grid end to end (1 method, 1 k, 1 epoch), k = 0 = baseline, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from smoothgrad_lib.cli import main
+from smoothgrad_lib.roar import code_version, mean_accuracy, remove_top, roar, roar_report
+from smoothgrad_lib.shapes import make_shapes
+from smoothgrad_lib.train import train
+
+
+def test_remove_top_replaces_exactly_the_top_pixels():
+    images = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    maps = torch.arange(40.0).reshape(2, 4, 5)
+    fill = torch.full_like(images, -1.0)
+    out = remove_top(images, maps, 0.3, fill)  # 6 of 20 pixels: the last 6 in raster order (largest values)
+    removed = (out == -1).all(1)
+    assert removed.sum((1, 2)).tolist() == [6, 6] and removed.flatten(1)[:, -6:].all()
+    assert torch.equal(out[~removed[:, None].expand_as(out)], images[~removed[:, None].expand_as(images)])
+    mean = remove_top(images, maps, 1.0, "mean")
+    torch.testing.assert_close(mean, images.mean((2, 3), keepdim=True).expand_as(images))
+    assert torch.equal(remove_top(images, maps, 0.0, fill), images)
+
+
+def test_a_random_ranking_removes_the_same_count_anywhere_and_ties_are_shuffled():
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    constant = torch.zeros(3, 8, 8)
+    picks = [
+        (remove_top(images, constant, 0.25, "mean", generator=torch.Generator().manual_seed(s)) != images).any(1)
+        for s in (0, 1)
+    ]
+    assert all(p.sum((1, 2)).tolist() == [16, 16, 16] for p in picks)
+    assert not torch.equal(picks[0], picks[1])  # a tie (constant map) is broken at random, by the seed
+    with pytest.raises(ValueError, match="fraction"):
+        remove_top(images, constant, 1.5, "mean")
+
+
+def test_background_fill_removes_the_shape():
+    data = make_shapes(4, seed=0)
+    full = remove_top(data.images, data.masks.float(), 1.0, data.backgrounds)
+    assert torch.equal(full, data.backgrounds)
+    # Ranking by the mask: the shape's pixels go first, and with k = its area the image becomes its background.
+    area = data.masks[0].float().mean().item()
+    first = remove_top(data.images[:1], data.masks[:1].float(), area, data.backgrounds[:1])
+    assert torch.equal(first, data.backgrounds[:1])
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+def test_a_tiny_grid_and_k0_is_the_baseline():
+    result = roar(("random",), (0.5,), (3,), ("background",), n_train=200, n_test=100, epochs=1, progress=False)
+    assert result["settings"]["epochs"] == 1 and list(result["baseline"]) == [3]
+    [cell] = result["cells"]
+    assert cell["method"] == "random" and cell["fraction"] == 0.5 and 0 <= cell["accuracy"] <= 1
+    # k = 0: the baseline is train() on the unmodified images with the same seed, bit for bit.
+    _, accuracy = train("relu", epochs=1, seed=3, data=make_shapes(200, seed=0), held_out=make_shapes(100, seed=1))
+    assert result["baseline"][3] == accuracy
+    assert mean_accuracy(result) == {("random", "background", 0.5): cell["accuracy"]}
+    report = roar_report(result, ["python", "-m", "smoothgrad_lib", "roar"])
+    assert report["command"] == "python -m smoothgrad_lib roar" and report["code_version"] == code_version()
+    json.dumps(report)
+
+
+def test_the_roar_command_writes_its_json(tmp_path):
+    out = tmp_path / "roar.json"
+    argv = ["roar", "--out", str(out), "--methods", "vanilla", "--fractions", "0.1", "--seeds", "0"]
+    argv += ["--fills", "mean", "--n-train", "100", "--n-test", "50", "--epochs", "1", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["code_version"]["package"] and report["command"].startswith("python -m smoothgrad_lib")
+    assert [c["method"] for c in report["cells"]] == ["vanilla"] and set(report["seconds"]) >= {"maps", "cells"}
