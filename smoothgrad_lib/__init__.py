@@ -29,6 +29,8 @@ Rules that keep it so:
   choices are ``Literal`` strings.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from ._checks import TargetType
 from .aggregates import Estimate
 from .images import PHOTOS, load_image
@@ -49,4 +51,7 @@ __all__ = [
     "smoothgrad_estimate",
     "vanilla_gradient",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("smoothgrad-lib")  # pyproject.toml's, the one version number
+except PackageNotFoundError:  # a source tree on sys.path that was never installed (tools/gpu_check.sh)
+    __version__ = "not installed"

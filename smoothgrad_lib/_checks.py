@@ -16,8 +16,6 @@ from torch import nn
 
 from .precision import float32_precision
 
-CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: a last axis of this size after a longer one is taken for channels
-
 TargetType: TypeAlias = int | Sequence[int] | torch.Tensor | None
 """None (each image's predicted class), one int for every image, or one class index per image."""
 
@@ -26,16 +24,12 @@ def as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """Validate ``x`` and return it as (B, C, H, W), with whether it was a single image."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W) or (C, H, W), got {type(x).__name__}.")
+    if x.is_complex():
+        raise TypeError(f"x must be a real floating-point tensor, got {x.dtype}: take x.real or x.abs() first.")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}: convert it, e.g. x.float() / 255.")
     if x.ndim not in (3, 4):
         raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}.")
-    if x.shape[-1] in CHANNEL_COUNTS and x.shape[-3] > max(CHANNEL_COUNTS):
-        order = "(2, 0, 1)" if x.ndim == 3 else "(0, 3, 1, 2)"
-        raise ValueError(
-            f"x has shape {tuple(x.shape)}: channels last, as images are stored (H, W, C); the library takes "
-            f"channels first: x.permute{order}."
-        )
     if x.numel() == 0:
         raise ValueError(f"x is empty (shape {tuple(x.shape)}).")
     if not torch.isfinite(x).all():
@@ -58,7 +52,8 @@ def check_image(x: torch.Tensor) -> None:
 
 def check_model(model: nn.Module, x: torch.Tensor | None = None) -> None:
     """``model`` must be an ``nn.Module`` in eval mode (every submodule), called where gradients can be taken; with
-    ``x``, the images must be on the device of the model's first parameter and of its dtype.
+    ``x``, the images must be on a device, and in a floating dtype, of the model's parameters and buffers, with
+    channels first (checked against the first convolution).
 
     Checked before any forward pass, so that a CPU image given to a CUDA or MPS model, a float64 image given to a
     float32 model, or a call inside ``torch.inference_mode()`` gets one message with the fix instead of an error
@@ -80,19 +75,36 @@ def check_model(model: nn.Module, x: torch.Tensor | None = None) -> None:
         return
     if isinstance(x, torch.Tensor) and x.is_inference():
         raise ValueError("x was made inside torch.inference_mode(): pass a copy made outside it, x.clone().")
-    weight = next(iter(model.parameters()), None)
-    if weight is None or not isinstance(x, torch.Tensor):
-        return
-    if x.device != weight.device:
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        return  # as_batch says what is wrong with x itself
+    _check_device_and_dtype(model, x)
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None and x.shape[-3] != conv.in_channels and x.shape[-1] == conv.in_channels:
+        order = "(2, 0, 1)" if x.ndim == 3 else "(0, 3, 1, 2)"
         raise ValueError(
-            f"x is on {x.device} but the model is on {weight.device}: move the images first, "
-            f"x = x.to({str(weight.device)!r}) (for a loaded model: x.to(loaded.device)); "
+            f"x has shape {tuple(x.shape)}: channels last, as images are stored (H, W, C), but the model's first "
+            f"convolution takes {conv.in_channels} channels first: x = x.permute{order}."
+        )
+
+
+def _check_device_and_dtype(model: nn.Module, x: torch.Tensor) -> None:
+    """x must be on a device that holds the model's parameters and buffers, in one of their floating dtypes."""
+    tensors = [*model.parameters(), *model.buffers()]
+    devices = {t.device for t in tensors}
+    if devices and x.device not in devices:
+        (where, *others) = sorted(map(str, devices))
+        move = f"x = x.to({where!r}) (for a loaded model: x.to(loaded.device))" if not others else "move x there"
+        raise ValueError(
+            f"x is on {x.device} but the model is on {', '.join([where, *others])}: move the images first, {move}; "
             "a torch.Generator must be on that device too."
         )
-    if x.is_floating_point() and weight.is_floating_point() and x.dtype != weight.dtype:
-        convert = "x.float()" if weight.dtype == torch.float32 else f"x.to({weight.dtype})"
+    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    if dtypes and x.is_floating_point() and x.dtype not in dtypes:
+        (dtype, *others) = sorted(dtypes, key=str)
+        convert = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
         raise TypeError(
-            f"x is {x.dtype} but the model's weights are {weight.dtype}: convert the images first, x = {convert}."
+            f"x is {x.dtype} but the model's weights are {', '.join(map(str, [dtype, *others]))}: convert the "
+            f"images first, x = {convert}."
         )
 
 

@@ -276,7 +276,7 @@ def infidelity(
     Returns:
         (B,) float, >= 0.
     """
-    check_model(model)
+    check_model(model, x)
     check_images(x)
     check_count("n_samples", n_samples)
     x = x.detach()

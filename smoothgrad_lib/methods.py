@@ -558,7 +558,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target: TargetType = None, *, epsilon
     Returns:
         (B, C, H, W) relevance, detached.
     """
-    check_model(model)
+    check_model(model, x)
     check_images(x)
     if not epsilon > 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")

@@ -7,11 +7,15 @@ The committed notebooks were executed on one machine; on another, a different th
 This plugin keeps nbval as the runner and changes only what counts as equal. Two outputs match when
 
 * their text outside numbers is identical (words, spaces, punctuation, line breaks, the count of numbers), and
-* each pair of numbers differs by at most one unit in the last printed digit of the coarser of the two:
-  ``0.0525``/``0.0526`` and ``1.00``/``0.99`` match, ``0.052``/``0.055`` does not, ``1.2e-05``/``1.3e-05`` match.
+* each pair of numbers with a decimal point or an exponent differs by at most one unit in the last printed digit
+  of the reference: ``0.0525``/``0.0526`` and ``1.00``/``0.99`` match, ``0.052``/``0.055`` does not,
+  ``1.2e-05``/``1.3e-05`` match, and ``0.523``/``0`` does not (the reference's digits set the unit, so a value
+  that collapses to a shorter literal is not excused by its own coarseness);
+* integers (counts, N, class indices, sizes) are equal.
 
-A number is a decimal literal (optional sign, thousands separators ``20,000``, fraction, exponent) that is not part
-of a word: the ``2`` of ``conv2d`` or ``float32`` and the ``18`` of ``ResNet-18`` are text, compared exactly. Where
+A number is a decimal literal (optional ``-`` or ``+``, fraction, exponent) that is not part of a word: the ``2`` of
+``conv2d`` or ``float32`` and the ``18`` of ``ResNet-18`` are text, compared exactly, and so are thousands
+separators (``20,000`` is the integers 20 and 000) and the minus sign U+2212. Where
 the outputs match under this rule the plugin hands nbval the reference text, so nbval's own comparison (sanitizers,
 output types, stream names, number of outputs) still decides, and its diff is what a mismatch prints.
 
@@ -30,14 +34,8 @@ from nbval.plugin import IPyNbCell, IPyNbFile
 
 # A number not glued to a word: its first character (sign or digit) follows no letter, digit, underscore, dot or sign,
 # so ``ResNet-18``, ``x-1`` and ``conv2d`` hold no number; and no letter, digit, underscore or ``.digit`` follows its
-# last. U+2212 is a minus sign too.
-NUMBER = re.compile(
-    r"(?<![\w.+\-\u2212])"
-    r"[-+\u2212]?"
-    r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d*|\.\d+|\d+)"
-    r"(?:[eE][-+]?\d+)?"
-    r"(?!\w|\.\d)"
-)
+# last.
+NUMBER = re.compile(r"(?<![\w.+\-\u2212])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?!\w|\.\d)")
 
 
 def _split(text: str) -> tuple[list[str], list[str]]:
@@ -51,19 +49,21 @@ def _split(text: str) -> tuple[list[str], list[str]]:
     return pieces, numbers
 
 
-def _value(literal: str) -> Decimal:
-    return Decimal(literal.replace(",", "").replace("\u2212", "-"))
+def _is_integer(literal: str) -> bool:
+    return not any(c in literal for c in ".eE")
 
 
 def _last_digit_unit(literal: str) -> Decimal:
-    """One unit in the last printed digit: 0.0525 -> 0.0001, 373 -> 1, 1.2e-05 -> 1e-06, 20,000 -> 1."""
-    return Decimal(1).scaleb(_value(literal).as_tuple().exponent)
+    """One unit in the last printed digit: 0.0525 -> 0.0001, 1.00 -> 0.01, 1.2e-05 -> 1e-06."""
+    return Decimal(1).scaleb(Decimal(literal).as_tuple().exponent)
 
 
 def numbers_close(reference: str, actual: str) -> bool:
-    """Whether two printed numbers differ by at most one unit in the last digit of the coarser one."""
-    unit = max(_last_digit_unit(reference), _last_digit_unit(actual))
-    return abs(_value(reference) - _value(actual)) <= unit
+    """Whether a printed number matches its reference: integers exactly, others within one unit in the reference's
+    last printed digit."""
+    if _is_integer(reference) or _is_integer(actual):
+        return reference == actual
+    return abs(Decimal(reference) - Decimal(actual)) <= _last_digit_unit(reference)
 
 
 def outputs_match(reference: str, actual: str) -> bool:

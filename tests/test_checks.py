@@ -8,10 +8,11 @@ from functools import partial
 
 import pytest
 import torch
+from torch import nn
 
 from smoothgrad_lib import noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
-from smoothgrad_lib.faithfulness import deletion_curve
-from smoothgrad_lib.methods import all_attributions
+from smoothgrad_lib.faithfulness import deletion_curve, infidelity
+from smoothgrad_lib.methods import all_attributions, lrp
 from smoothgrad_lib.probes import taylor_bias
 from smoothgrad_lib.smoothing import stein_gradient
 
@@ -25,6 +26,8 @@ ESTIMATORS = {
     "deletion_curve": lambda model, x: deletion_curve(
         model, x, torch.rand(x.shape[0], *x.shape[2:]), 0, baseline="black", steps=2
     ),
+    "lrp": lrp,
+    "infidelity": lambda model, x: infidelity(model, lambda images: images, x, 0, n_samples=2),
     "taylor_bias": lambda model, x: taylor_bias(
         model, x[0], 0, sigmas=[0.1], n_pairs=2, generator=torch.Generator().manual_seed(0)
     ),
@@ -33,7 +36,7 @@ ESTIMATORS = {
 
 @pytest.fixture
 def model_and_images(small_cnn, random_images):
-    return small_cnn(), random_images(2)
+    return small_cnn(nn.ReLU), random_images(2)
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -94,3 +97,38 @@ def test_the_checks_let_a_correct_call_through_unchanged(model_and_images):
     before = x.clone()
     assert vanilla_gradient(model, x).shape == x.shape
     assert torch.equal(x, before)
+
+
+def test_a_model_with_buffers_only_is_checked_too(random_images):
+    from smoothgrad_lib.models import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+    normalise_only = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD)).eval().to("meta")
+    assert not list(normalise_only.parameters()) and list(normalise_only.buffers())
+    with pytest.raises(ValueError, match=r"x is on cpu but the model is on meta"):
+        vanilla_gradient(normalise_only, random_images(2))
+
+
+def test_a_model_of_mixed_dtypes_takes_the_dtype_of_any_of_its_layers(random_images):
+    class MixedHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(5, dtype=torch.float64))  # registered first, float64
+            self.conv = nn.Conv2d(3, 5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean((2, 3)).double() * self.scale
+
+    x = random_images(2)
+    assert vanilla_gradient(MixedHead().eval(), x).shape == x.shape  # float32 images are right for its conv
+
+
+def test_channels_last_is_judged_by_the_first_convolution(random_images):
+    multispectral = nn.Sequential(nn.Conv2d(13, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    x = torch.rand(2, 13, 8, 4)  # 13 bands, 8 x 4 pixels: channels first although its last axis is 4
+    assert vanilla_gradient(multispectral, x).shape == x.shape
+
+
+def test_complex_images_get_their_own_advice(model_and_images):
+    model, x = model_and_images
+    with pytest.raises(TypeError, match=r"real floating-point tensor.*x\.real or x\.abs\(\)"):
+        vanilla_gradient(model, torch.complex(x, x))

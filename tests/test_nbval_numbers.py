@@ -17,15 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ("0.0525", "0.0526"),
         ("1.00", "0.99"),
-        ("0.0999", "0.100"),  # a rounding that crosses a decade: the coarser digit decides
+        ("0.0999", "0.100"),  # a rounding that crosses a decade
+        ("0.100", "0.0999"),
+        ("0.9", "0.901"),
         ("-0.016", "-0.015"),
         ("-0.00", "0.00"),
         ("+0.014", "+0.015"),
-        ("\u22120.5", "-0.4"),
         ("1.2e-05", "1.3e-05"),
         ("1.2E+03", "1.1E+03"),
-        ("373", "374"),
-        ("20,000", "20,001"),
+        ("373", "373"),
     ],
 )
 def test_numbers_within_one_unit_of_the_last_digit_match(reference, actual):
@@ -41,8 +41,12 @@ def test_numbers_within_one_unit_of_the_last_digit_match(reference, actual):
         ("1.00", "0.98"),
         ("0.5", "-0.5"),
         ("1.2e-05", "1.2e-04"),
-        ("373", "375"),
-        ("19,999", "20,001"),
+        ("0.523", "0"),  # a value that collapsed to a shorter literal is not excused by its coarseness
+        ("0.873", "1"),
+        ("0.200", "0.29"),
+        ("1.5", "2"),
+        ("373", "374"),  # integers (counts, N, class indices) are exact
+        ("1.0", "1"),
     ],
 )
 def test_numbers_further_apart_do_not_match(reference, actual):
@@ -56,6 +60,17 @@ def test_confidence_intervals_and_percentages_compare_number_by_number():
     assert outputs_match("5.88% of pixels", "5.89% of pixels")
     assert not outputs_match("5.88% of pixels", "5.88 % of pixels")  # the text between numbers is exact
     assert outputs_match("1.00/0.99", "0.99/1.00")
+
+
+def test_integers_separators_and_unicode_minus_are_exact():
+    assert not outputs_match("4/4 correct", "3/4 correct")
+    assert not outputs_match("N = 463", "N = 464")
+    assert not outputs_match("20,000 images", "20,001 images")
+    assert not outputs_match("3,224,224", "3,224,225")
+    assert not outputs_match("1,000", "1000")
+    assert not outputs_match("\u22120.5", "-0.5")
+    assert not outputs_match("\u22120.5", "\u22120.4")
+    assert outputs_match("20,000 images at 0.125", "20,000 images at 0.126")
 
 
 def test_numbers_inside_words_are_text():

@@ -200,3 +200,9 @@ def test_build_report_strips_volatile_metadata_and_nothing_else(tmp_path):
         cell["metadata"].pop("execution", None)
     assert stripped == original, "only the volatile metadata changed"
     assert "nothing volatile" in subprocess.run(tool, check=True, capture_output=True, text=True).stdout
+
+
+def test_package_version_is_pyprojects():
+    import smoothgrad_lib
+
+    assert smoothgrad_lib.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
