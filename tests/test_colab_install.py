@@ -53,10 +53,10 @@ def colab(tmp_path_factory):
     env |= {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
     def run_cell(url: str, ref: str, version: str) -> subprocess.CompletedProcess:
+        """The cell in IPython, as a notebook runs it (the cell's error shows as IPython shows it)."""
         cell = stamp_colab.install_source(url, ref, version, "0" * 12)
-        return subprocess.run(
-            [python, "-c", FAKE_COLAB + cell], capture_output=True, text=True, env=env, cwd=work, timeout=600
-        )
+        ipython = [python, "-m", "IPython", "--quick", "--no-banner", "--colors=nocolor", "-c", FAKE_COLAB + cell]
+        return subprocess.run(ipython, capture_output=True, text=True, env=env, cwd=work, timeout=600)
 
     return repo, run_cell, Path(site)
 
@@ -84,11 +84,26 @@ def test_colab_cell_installs_the_pinned_commit_and_reinstalls_after_a_version_ch
     assert updated.stdout.strip() == f"smoothgrad-lib 0.0.1.dev3 (commit {second})"
 
 
+def test_colab_cell_reinstalls_when_the_pinned_commit_changes_at_the_same_version(colab):
+    repo, run_cell, _ = colab
+    url = f"file://localhost{repo}"
+    first = _release(repo, "0.0.2")
+    assert run_cell(url, first, "0.0.2").returncode == 0
+    (repo / "NOTE").write_text("a fix without a version bump\n")
+    _git(repo, "add", "NOTE")
+    _git(repo, "commit", "-q", "-m", "fix")
+    fixed = _git(repo, "rev-parse", "HEAD")
+    result = run_cell(url, fixed, "0.0.2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"smoothgrad-lib 0.0.2 (commit {fixed})"
+
+
 def test_colab_cell_says_what_to_do_when_the_repository_is_unreachable(colab, tmp_path):
     _, run_cell, _ = colab
     result = run_cell(f"file://localhost{tmp_path}/no-such-repository", "0" * 40, "0.0.1.dev9")
     assert result.returncode == 1
-    advice = result.stderr.strip().splitlines()[-1]
-    assert advice.startswith("Could not install smoothgrad-lib @ git+file://localhost")
-    assert "make wheel" in advice and "%pip install smoothgrad_lib-0.0.1.dev9-py3-none-any.whl" in advice
-    assert "Traceback" not in result.stderr
+    advice = result.stdout.strip().splitlines()[-1]  # IPython shows the exception's line last
+    assert advice.startswith("RuntimeError: Could not install smoothgrad-lib @ git+file://localhost"), advice
+    assert "at commit 000000000000, run `make wheel`" in advice
+    assert advice.endswith("and run `%pip install smoothgrad_lib-0.0.1.dev9-py3-none-any.whl`.")
+    assert "does not appear to be a git repository" in result.stderr  # pip's own reason, shown above

@@ -129,7 +129,9 @@ def test_pinned_commit_holds_the_library_of_this_tree():
     ):
         pytest.skip("shallow clone: the pinned commit may be missing")
     source = nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source
-    ref = re.search(r'^REF = "([0-9a-f]{40})"$', source, re.MULTILINE)[1]
+    pinned = re.search(r'^REF = "([0-9a-f]{40})"$', source, re.MULTILINE)
+    assert pinned, "the install cell pins no commit: python tools/stamp_colab.py"
+    ref = pinned[1]
     diff = subprocess.run(
         [*git, "diff", "--stat", ref, "HEAD", "--", *_stamp_colab().LIBRARY_PATHS], capture_output=True, text=True
     )

@@ -78,22 +78,28 @@ if "google.colab" in sys.modules:
     from importlib.metadata import PackageNotFoundError, distribution
 
     def installed():
+        """(version, commit) of the installed smoothgrad-lib, or None."""
         try:
-            return distribution("smoothgrad-lib")
+            found = distribution("smoothgrad-lib")
         except PackageNotFoundError:
             return None
+        origin = json.loads(found.read_text("direct_url.json") or "{{}}")
+        return found.version, origin.get("vcs_info", {{}}).get("commit_id")
 
-    if installed() is None or installed().version != VERSION:
+    if installed() != (VERSION, REF):
         requirement = f"smoothgrad-lib @ git+{{REPOSITORY}}@{{REF}}"
-        for options in (["--force-reinstall", "--no-deps"], []):  # this version, then whatever it needs
-            if subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *options, requirement]).returncode:
-                sys.exit(
-                    f"Could not install {{requirement}} (offline, or the repository moved): run `make wheel` in a "
-                    f"clone of the repository, upload dist/smoothgrad_lib-{{VERSION}}-py3-none-any.whl to this "
-                    f"session and run `%pip install smoothgrad_lib-{{VERSION}}-py3-none-any.whl`."
-                )
-    commit = json.loads(installed().read_text("direct_url.json") or "{{}}").get("vcs_info", {{}}).get("commit_id")
-    print(f"smoothgrad-lib {{installed().version}} (commit {{commit or 'unknown'}})")'''
+        wheel = f"smoothgrad_lib-{{VERSION}}-py3-none-any.whl"
+        for options in (["--force-reinstall", "--no-deps"], []):  # this commit, then whatever it needs
+            command = [sys.executable, "-m", "pip", "install", "-q", *options, requirement]
+            pip = subprocess.run(command, capture_output=True, text=True)
+            if pip.returncode:
+                print(pip.stderr[-2000:], file=sys.stderr)
+                raise RuntimeError(
+                    f"Could not install {{requirement}} (offline, or the repository moved): in a clone of the "
+                    f"repository at commit {{REF[:12]}}, run `make wheel`, upload dist/{{wheel}} to this session "
+                    f"and run `%pip install {{wheel}}`."
+                ) from None
+    print("smoothgrad-lib {{}} (commit {{}})".format(*installed()))'''
 
 
 def stamp(path: Path, badge: str, install: str) -> bool:
