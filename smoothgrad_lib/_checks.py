@@ -173,7 +173,7 @@ def clean_forward(
     provided the clean forward pass in it succeeds; it is the default layout
     on other devices, for models without ``nn.Conv2d``, and for a model that
     cannot take NHWC input (a ``.view`` of its feature maps raises). The
-    layout changes each gradient by float rounding (relative 1e-6), which in a
+    layout changes each gradient by float rounding, which in a
     deep ReLU6 network can flip a gate that sits at its threshold and so move
     a single noisy gradient by a visible amount. Off the CPU the clean forward
     pass runs only when the targets are the predicted classes (``need_logits``).

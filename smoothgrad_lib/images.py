@@ -36,7 +36,7 @@ FITS = {
 }
 DEFAULT_FIT = "crop"
 PAD_VALUE = 0.5  # mid-grey: close to the mean pixel the models normalise away
-# --fit crop warns when it keeps less than this fraction of the picture (a 16:9 photo keeps 56%; 3:2, 67%).
+# --fit crop warns when it keeps less than this fraction of the picture (a centre crop of a W:H photo keeps H/W).
 CROP_WARNING = 0.6
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _EIGHT_BIT = {"1": "black-and-white", "L": "greyscale", "LA": "greyscale with transparency", "P": "palette"}

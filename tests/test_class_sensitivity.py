@@ -28,8 +28,12 @@ def test_a_linear_models_gradient_with_orthogonal_class_weights():
 
 
 def test_the_registry_helper_takes_the_class():
+    w = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, -1.0, 4.0, -3.0]])
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(w)
     x = torch.rand(2, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     explain = explanation_function("vanilla", model)
-    assert torch.equal(class_sensitivity(explain, x, 1, 1), torch.ones(2, dtype=torch.float64))
-    assert torch.equal(explain(x, 1), vanilla_gradient(model, x, 1))
+    for c in (0, 1):
+        assert torch.equal(explain(x, c), vanilla_gradient(model, x, c))
+    torch.testing.assert_close(class_sensitivity(explain, x, 0, 1), torch.full((2,), -0.4, dtype=torch.float64))
