@@ -267,15 +267,29 @@ def accuracy(
     noise_level: float = 0.0,
     n_samples: int = 1,
     generator: torch.Generator | None = None,
+    batch_size: int = 64,
 ) -> float:
     """Share of ``images`` (B, C, H, W), or of N noisy copies of each, that ``model`` classifies as ``labels`` (B,).
 
-    With ``noise_level=0`` the clean accuracy; otherwise the accuracy on the
-    noisy copies of ``noisy_ranks`` (SmoothGrad's noise, same seed, same copies).
+    The package's one accuracy. With ``noise_level=0`` the clean accuracy (top-1 class == label; no noise is
+    drawn); otherwise the accuracy on the noisy copies of ``noisy_ranks`` (SmoothGrad's noise, same seed, same
+    copies). ``batch_size``: images or copies per forward pass (memory only).
     """
     check_model(model)
+    check_count("batch_size", batch_size)
     device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)
+    if noise_level == 0:
+        with torch.no_grad(), float32_precision():
+            predicted = torch.cat([checked_logits(model, chunk).argmax(1) for chunk in images.split(batch_size)])
+        return float((predicted == labels).float().mean())
     ranks = noisy_ranks(
-        model, images.to(device), labels.to(device), n_samples=n_samples, noise_level=noise_level, generator=generator
+        model,
+        images,
+        labels,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        generator=generator,
+        batch_size=batch_size,
     )
     return float((ranks == 0).float().mean())
