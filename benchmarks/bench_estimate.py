@@ -23,15 +23,13 @@ import argparse
 import numpy as np
 import torch
 
-from smoothgrad_lib import load_image, load_model, noisy_gradients, smoothgrad, smoothgrad_estimate
+from smoothgrad_lib import IMAGENET_PHOTOS, load_image, load_model, noisy_gradients, smoothgrad, smoothgrad_estimate
 from smoothgrad_lib.aggregates import AGGREGATES, relative_error
 from smoothgrad_lib.montecarlo import antithetic_gain, error_against_reference
 from smoothgrad_lib.noise import SAMPLINGS
 from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.stats import bootstrap_ci
-
-PHOTOS = ("chelsea", "coffee", "rocket", "camera")
 
 
 def bitwise(models: dict[str, tuple[torch.nn.Module, torch.Tensor]]) -> None:
@@ -110,10 +108,11 @@ def adaptive(model: torch.nn.Module, n_images: int, quick: bool) -> None:
 def gain_table(twins: dict[str, torch.nn.Module], lite: torch.nn.Module, quick: bool, lite_pairs: int) -> None:
     n_images, pairs = (4, 32) if quick else (12, 128)
     print("4. antithetic gain (variance iid / antithetic at equal N; mean over images [95% bootstrap CI], min)")
-    print(f"   twins: {n_images} shapes images x {pairs} pairs; Lite0: {len(PHOTOS)} photos x {lite_pairs} pairs")
+    lite = f"Lite0: {len(IMAGENET_PHOTOS)} photos x {lite_pairs} pairs"
+    print(f"   twins: {n_images} shapes images x {pairs} pairs; {lite}")
     print(f"   {'model':16s} {'noise':>5s}  " + "  ".join(f"{a:>24s}" for a in AGGREGATES), flush=True)
     shapes = make_shapes(n_images, seed=21).images
-    photos = torch.stack([load_image(p) for p in PHOTOS])
+    photos = torch.stack([load_image(p) for p in IMAGENET_PHOTOS])
     rows = [(name, model, shapes, level, pairs) for name, model in twins.items() for level in (0.05, 0.15)]
     rows.append(("Lite0", lite, photos, 0.15, lite_pairs))
     for name, model, x, level, n_pairs in rows:

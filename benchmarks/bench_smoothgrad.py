@@ -40,14 +40,13 @@ import psutil
 import torch
 from captum.attr import NoiseTunnel, Saliency
 
-from smoothgrad_lib import load_image, smoothgrad
+from smoothgrad_lib import IMAGENET_PHOTOS, load_image, smoothgrad
 from smoothgrad_lib.models import load_model
 from smoothgrad_lib.noise import noise_std
 from smoothgrad_lib.precision import float32_precision
 
 N_SAMPLES = 50
 NOISE_LEVEL = 0.15
-PHOTOS = ("chelsea", "coffee", "rocket", "camera")  # repeated to fill a batch of images
 
 CPU_MODELS = {"EfficientNet-Lite0": ("efficientnet-lite0", True), "ResNet-18 (random init)": ("resnet18", False)}
 CPU_BATCH_SIZES = (1, 5, 10, 25, 50)
@@ -72,7 +71,8 @@ def setup(models: dict[str, tuple[str, bool]], model_key: str, device: str, n_im
     name, pretrained = models[model_key]
     torch.manual_seed(0)  # the random-init weights
     model = load_model(name, device=device, pretrained=pretrained).model
-    x = torch.stack([load_image(PHOTOS[i % len(PHOTOS)]) for i in range(n_images)]).to(device)
+    # the four photos, repeated to fill a batch of n_images
+    x = torch.stack([load_image(IMAGENET_PHOTOS[i % len(IMAGENET_PHOTOS)]) for i in range(n_images)]).to(device)
     with torch.no_grad(), float32_precision():
         targets = model(x).argmax(1)
     sigma = float(noise_std(x.flatten(0, 1)[None], noise_level=NOISE_LEVEL))

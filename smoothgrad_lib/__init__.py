@@ -33,12 +33,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._checks import TargetType
 from .aggregates import Estimate
-from .images import PHOTOS, load_image
+from .images import IMAGENET_PHOTOS, PHOTOS, load_image
 from .maps import saliency_map
 from .models import LoadedModel, load_model
 from .saliency import noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
 
 __all__ = [
+    "IMAGENET_PHOTOS",
     "PHOTOS",
     "Estimate",
     "TargetType",

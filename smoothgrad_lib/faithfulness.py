@@ -2,6 +2,14 @@
 
 Deletion and insertion curves (Petsiuk et al., 2018) and AOPC (Samek et al.,
 2017), per image, with one Gaussian ``blur`` for the blurred baselines.
+
+Two Gaussian blurs, on purpose. ``blur`` works on images and attributions
+(B, C, H, W) on their device, in their dtype (torchvision, kernel truncated at
+3 sigma): the baselines of the curves and the ``blurred_vanilla`` method.
+``gaussian_blur`` smooths maps (B, H, W) in float64 on the CPU (scipy, 4 sigma),
+for notebook 02's "vanilla, 2 px Gaussian blur" comparison. The two differ in
+the kernel's tails, enough to move that row's printed scores in the last digit
+and beyond, so the notebook keeps the blur it was measured with.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """SmoothGrad's noise, drawn in one place: its scale, the stream of standard normal copies, the noisy copies.
 
 Every function of the package that perturbs images with Gaussian noise
-(``smoothgrad``, ``noisy_gradients``, ``noisy_ranks``, ``stein_gradient``)
+(``smoothgrad``, ``noisy_gradients``, ``noisy_ranks``, ``stein_gradient``, ``taylor_bias``, ``gate_fractions``)
 draws it here, so that the same generator state gives the same copies
 whatever the function and whatever its ``batch_size``.
 """

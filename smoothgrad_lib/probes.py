@@ -99,9 +99,15 @@ def gate_fractions(
     """For one image x (C, H, W): each unit's gate at x (U,) and the share of N noisy copies ``x + eps`` opening it."""
     check_image(x)
     check_count("n_samples", n_samples)
-    noise = torch.randn((n_samples, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return _gate_fractions(model, x, sigma, n_samples, NormalStream(x.shape, generator, x.device, x.dtype))
+
+
+def _gate_fractions(
+    model: nn.Module, x: torch.Tensor, sigma: float, n_samples: int, stream: NormalStream
+) -> tuple[torch.Tensor, torch.Tensor]:
     clean = activation_gates(model, x[None])[0]
-    noisy = torch.cat([activation_gates(model, chunk) for chunk in (x[None] + sigma * noise).split(64)])
+    copies = x[None] + sigma * stream.take(n_samples)
+    noisy = torch.cat([activation_gates(model, chunk) for chunk in copies.split(64)])
     return clean, noisy.float().mean(0)
 
 
@@ -117,9 +123,10 @@ def gate_flips(
     """
     check_model(model, x)
     check_image(x)
-    counts = []
+    check_count("n_samples", n_samples)
+    stream, counts = NormalStream(x.shape, generator, x.device, x.dtype), []
     for sigma in sigmas:
-        clean, fractions = gate_fractions(model, x, float(sigma), n_samples, generator)
+        clean, fractions = _gate_fractions(model, x, float(sigma), n_samples, stream)
         counts.append(float((fractions.double() - clean.double()).abs().sum()))
     return np.array(counts)
 
@@ -154,9 +161,9 @@ def taylor_bias(
     check_count("n_pairs", n_pairs, 2)
     base = vanilla_gradient(model, x, target)
     scale = float(base.norm())
-    raw, mc = [], []
+    stream, raw, mc = NormalStream(x.shape, generator, x.device, x.dtype), [], []
     for sigma in sigmas:
-        eps = sigma * torch.randn((n_pairs, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+        eps = sigma * stream.take(n_pairs)
         plus = gradients_at(model, x[None] + eps, target, batch_size)
         minus = gradients_at(model, x[None] - eps, target, batch_size)
         pairs = (plus + minus).double() / 2
@@ -260,15 +267,29 @@ def accuracy(
     noise_level: float = 0.0,
     n_samples: int = 1,
     generator: torch.Generator | None = None,
+    batch_size: int = 64,
 ) -> float:
     """Share of ``images`` (B, C, H, W), or of N noisy copies of each, that ``model`` classifies as ``labels`` (B,).
 
-    With ``noise_level=0`` the clean accuracy; otherwise the accuracy on the
-    noisy copies of ``noisy_ranks`` (SmoothGrad's noise, same seed, same copies).
+    The package's one accuracy. With ``noise_level=0`` the clean accuracy (top-1 class == label; no noise is
+    drawn); otherwise the accuracy on the noisy copies of ``noisy_ranks`` (SmoothGrad's noise, same seed, same
+    copies). ``batch_size``: images or copies per forward pass (memory only).
     """
     check_model(model)
+    check_count("batch_size", batch_size)
     device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)
+    if noise_level == 0:
+        with torch.no_grad(), float32_precision():
+            predicted = torch.cat([checked_logits(model, chunk).argmax(1) for chunk in images.split(batch_size)])
+        return float((predicted == labels).float().mean())
     ranks = noisy_ranks(
-        model, images.to(device), labels.to(device), n_samples=n_samples, noise_level=noise_level, generator=generator
+        model,
+        images,
+        labels,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        generator=generator,
+        batch_size=batch_size,
     )
     return float((ranks == 0).float().mean())

@@ -1,21 +1,28 @@
 """Model parameter randomisation (Adebayo et al., 2018, "Sanity checks for saliency maps"), and the cascade test.
 
 ``randomize_layers`` yields randomised copies of a network, top layer first;
-``cascading_similarity`` re-explains a batch with each copy and scores how
+``cascade_similarity`` re-explains a batch with each copy and scores how
 much of the trained network's attributions survive.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from .maps import saliency_map
+from .metrics import rank_correlation, ssim
+
 ORDERS = ("top_down", "independent")
 Order = Literal["top_down", "independent"]
+# The similarity scores of the cascade: Spearman of |attribution|, Spearman of the signed attribution, SSIM of the
+# min-max scaled maps (Adebayo et al., 2018 report all three).
+SIMILARITIES = ("Spearman |a|", "Spearman a", "SSIM")
 
 
 def randomize_layers(
@@ -91,3 +98,66 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
             fresh.reset_parameters()
             for name, parameter in layer.named_parameters(recurse=False):
                 parameter.copy_(fresh.get_parameter(name))
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """What survives of the trained network's attributions as its layers are re-initialised from the top.
+
+    ``steps``: "trained", then the name of each layer re-initialised (cumulatively, from the output);
+    ``similarity[score][method]``: (B, len(steps)) float64, column 0 the trained network against itself;
+    ``constant[score][method]`` (the two Spearman scores): how many (image, network) pairs had a constant map,
+    whose rank correlation is undefined (NaN) and is counted as 0, unrelated; ``last``: the attributions of the network
+    with every listed layer random.
+    """
+
+    steps: list[str]
+    similarity: dict[str, dict[str, torch.Tensor]]
+    constant: dict[str, dict[str, int]]
+    last: dict[str, torch.Tensor]
+
+
+def cascade_similarity(
+    model: nn.Module,
+    trained: Mapping[str, torch.Tensor],
+    explain: Callable[[nn.Module], Mapping[str, torch.Tensor]],
+    *,
+    layers: Sequence[str] | None = None,
+    generator: torch.Generator | None = None,
+) -> Cascade:
+    """The cascading randomisation test (Adebayo et al., 2018): similarity of each method's attributions before and
+    after the top layers of ``model`` are re-initialised, one more layer at a time (``randomize_layers``, top down).
+
+    Args:
+        model: the trained classifier; not modified.
+        trained: method name -> the trained network's attributions (B, C, H, W) of the images ``explain`` explains.
+        explain: network -> method name -> attributions of the same images (a subset of ``trained``'s methods).
+        layers, generator: as for ``randomize_layers``.
+
+    Scores (``SIMILARITIES``): Spearman of |a|, Spearman of the signed a (the same as of |a| when neither
+    attribution has a negative value), SSIM of ``saliency_map`` (min-max) maps. A constant map has no ranking: its
+    Spearman correlation is NaN, counted as 0 and reported in ``Cascade.constant``.
+    """
+    steps, last = ["trained"], dict(trained)
+    columns: dict[str, dict[str, list[torch.Tensor]]] = {score: {} for score in SIMILARITIES}
+
+    def score(attributions: Mapping[str, torch.Tensor]) -> None:
+        for method, a in attributions.items():
+            t = trained[method]
+            absolute = rank_correlation(a, t, absolute=True)
+            signed = rank_correlation(a, t) if bool((a < 0).any() or (t < 0).any()) else absolute
+            values = (absolute, signed, ssim(saliency_map(a), saliency_map(t)))
+            for name, value in zip(SIMILARITIES, values, strict=True):
+                columns[name].setdefault(method, []).append(value)
+
+    for name, network in randomize_layers(model, order="top_down", layers=layers, generator=generator):
+        last = dict(explain(network))
+        if len(steps) == 1:  # the trained column: the trained attributions against themselves
+            score({method: trained[method] for method in trained if method in last})
+        steps.append(name)
+        score(last)
+    similarity = {s: {m: torch.stack(v, 1) for m, v in per.items()} for s, per in columns.items()}
+    constant = {s: {m: int(v.isnan().sum()) for m, v in per.items()} for s, per in similarity.items() if s != "SSIM"}
+    for s in constant:
+        similarity[s] = {m: v.nan_to_num(0.0) for m, v in similarity[s].items()}
+    return Cascade(steps, similarity, constant, last)

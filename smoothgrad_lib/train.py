@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .probes import accuracy
 from .shapes import ShapesBatch, make_shapes
-from .twins import CHECKSUMS, TWINS, ShapesCNN, accuracy, sha256, weights_name
+from .twins import CHECKSUMS, TWINS, ShapesCNN, sha256, weights_name
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 100
@@ -84,10 +85,10 @@ def train(
             time.perf_counter() - start,
         )
     model.eval()
-    score = accuracy(model, held_out)
+    score = accuracy(model, held_out.images, held_out.labels, batch_size=500)
     log.info("%s: held-out accuracy %.3f on the true labels", twin, score)
     if recipe.permuted_labels:
-        fitted = accuracy(model, data._replace(labels=labels))
+        fitted = accuracy(model, data.images, labels, batch_size=500)
         log.info("%s: accuracy %.3f on its own (permuted) training labels", twin, fitted)
     return model, score
 

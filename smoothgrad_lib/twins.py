@@ -1,4 +1,4 @@
-"""The shapes twins: one small CNN architecture, its shipped weights (checked against their sha256), its accuracy.
+"""The shapes twins: one small CNN architecture and its shipped weights (checked against their sha256).
 
 Three twins share the architecture of :class:`ShapesCNN`:
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -123,12 +125,21 @@ def load_twin(twin: str = "relu", path: str | Path | None = None) -> ShapesCNN:
     return model.eval()
 
 
-def accuracy(model: nn.Module, data: ShapesBatch, batch_size: int = 500) -> float:
-    """Fraction of ``data`` classified correctly by ``model`` (in eval mode, on any device)."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        predictions = torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in data.images.split(batch_size)])
-    return float((predictions == data.labels).float().mean())
+def __getattr__(name: str) -> Callable[..., float]:
+    """Deprecated: ``twins.accuracy(model, data)`` is ``probes.accuracy(model, data.images, data.labels)``."""
+    if name != "accuracy":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        "smoothgrad_lib.twins.accuracy is deprecated: use smoothgrad_lib.probes.accuracy(model, images, labels).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from .probes import accuracy
+
+    def shapes_accuracy(model: nn.Module, data: ShapesBatch, batch_size: int = 500) -> float:
+        return accuracy(model, data.images, data.labels, batch_size=batch_size)
+
+    return shapes_accuracy
 
 
 def _check_twin(twin: str) -> None:

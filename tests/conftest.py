@@ -128,3 +128,65 @@ def lite0() -> LoadedModel:
 def relu_twin() -> LoadedModel:
     """The shipped ReLU shapes twin on the CPU, loaded once per session: do not modify it."""
     return load_model("shapes-relu", device="cpu")
+
+
+@pytest.fixture
+def tiny_cnn() -> Callable[[], nn.Module]:
+    """``tiny_cnn()``: a ReLU convolution and a linear layer for (3, 4, 4) images, 3 logits, in eval mode."""
+    return lambda: _built_with_seed(
+        0, lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    )
+
+
+@pytest.fixture
+def linear_contributions() -> Callable[..., tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    """``linear_contributions(seed=0, channels=2, size=6)``: (model, x, w) with 4 images x and logits
+    (w.x - 10, 0), so p(class 0) = sigmoid(w.x - 10), with w.x = 20 on average and every w_i x_i > 0."""
+
+    def make(seed: int = 0, channels: int = 2, size: int = 6) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        g = _seeded(seed)
+        x = torch.rand(4, channels, size, size, generator=g) + 0.1
+        w = torch.rand(channels, size, size, generator=g) + 0.01
+        w = w * 20 / (w * x).flatten(1).sum(1).mean()
+        linear = nn.Linear(channels * size * size, 2)
+        with torch.no_grad():
+            linear.weight.copy_(torch.stack([w.flatten(), torch.zeros(w.numel())]))
+            linear.bias.copy_(torch.tensor([-10.0, 0.0]))
+        return nn.Sequential(nn.Flatten(), linear).eval(), x, w
+
+    return make
+
+
+class Biased(nn.Module):
+    """Logits (x_mean, 0, bias): class 2 is top-1 whatever the input; class 0 beats class 1 when the mean is > 0."""
+
+    def __init__(self, bias: float) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.flatten(1).mean(1)
+        return torch.stack([mean, torch.zeros_like(mean), self.bias.expand_as(mean)], 1)
+
+
+@pytest.fixture
+def biased_model() -> Callable[[float], Biased]:
+    """``biased_model(bias)``: a ``Biased`` in eval mode."""
+    return lambda bias: Biased(bias).eval()
+
+
+class Cubic(nn.Module):
+    """logit_k(x) = sum a_k x^3: gradient 3 a_k x^2, and E[grad(x + eps)] = 3 a_k (x^2 + sigma^2)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(2, *shape, generator=_seeded(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kchw,bchw->bk", self.a, x**3)
+
+
+@pytest.fixture
+def cubic_model() -> Callable[..., Cubic]:
+    """``cubic_model(shape=(2, 4, 4))``: a ``Cubic`` with 2 logits, coefficients standard normal from ``seeded(0)``."""
+    return lambda shape=(2, 4, 4): Cubic(shape).eval()

@@ -215,19 +215,3 @@ def test_tf32_settings_are_restored_when_the_model_raises(random_images):
     with pytest.raises(RuntimeError, match="boom"):
         vanilla_gradient(PrecisionProbe(fail=True).eval(), random_images(1))
     assert current_settings() == before
-
-
-def test_bootstrap_ci_and_pearson_and_spearman_brown(seeded):
-    from smoothgrad_lib.stats import bootstrap_ci, paired_bootstrap_ci, pearson, spearman_brown
-
-    values = torch.arange(100.0)
-    mean, low, high = bootstrap_ci(values)
-    assert mean == 49.5 and 43 < low < 49.5 < high < 56  # s.e. of the mean = 29 / 10
-    diff, low, high = paired_bootstrap_ci(values + 1, values)
-    assert diff == low == high == 1.0  # paired: the image-to-image spread cancels exactly
-    with pytest.raises(ValueError, match="NaN"):
-        bootstrap_ci(torch.tensor([1.0, float("nan")]))
-    a = torch.randn(3, 50, generator=seeded())
-    torch.testing.assert_close(pearson(a, 2 * a + 1), torch.ones(3, dtype=torch.float64))
-    torch.testing.assert_close(pearson(a, -a), -torch.ones(3, dtype=torch.float64))
-    assert spearman_brown(0.5, 2) == pytest.approx(2 / 3) and spearman_brown(0.5, 1) == 0.5

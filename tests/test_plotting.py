@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from smoothgrad_lib.plotting import image_grid, overlay, to_numpy_image
+from smoothgrad_lib.plotting import image_grid, loglog_axes, overlay, to_numpy_image
 
 
 @pytest.fixture
@@ -73,3 +73,22 @@ def test_overlay_blends_grey_image_and_coloured_map(random_images):
     np.testing.assert_allclose(overlay(image, saliency, cmap="viridis", alpha=1.0), heat, rtol=1e-6)
     blended = overlay(image, torch.full((6, 5), 2.0))  # out-of-range saliency is clipped, not extrapolated
     assert blended.shape == (6, 5, 3) and np.isfinite(blended).all() and 0 <= blended.min() and blended.max() <= 1
+
+
+def test_loglog_axes():
+    fig, ax = plt.subplots()
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    ax.errorbar(x, 3 / np.sqrt(x), yerr=0.1, marker="o", label="data")
+    loglog_axes(ax, "N", "error", title="t", guides=[(-0.5, (1.0, 3.0), "N^-1/2"), (-1.0, (1.0, 3.0), "1/N")], xbase=2)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "N" and ax.get_ylabel() == "error" and ax.get_title() == "t"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["N^-1/2", "1/N", "data"]
+    guide = ax.get_lines()[-2]
+    xs, ys = guide.get_data()
+    assert xs[0] == pytest.approx(1.0) and xs[-1] == pytest.approx(8.0)
+    np.testing.assert_allclose(ys, 3 / np.sqrt(xs))
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="plot the data"):
+        loglog_axes(ax, "N", "error")
+    plt.close(fig)

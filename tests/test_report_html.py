@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
@@ -200,7 +201,6 @@ def test_notebook_page_typesets_maths_in_shipped_fonts_and_loads_figures_offline
 @needs_chromium
 def test_screenshots_of_a_page_and_a_formula_close_up(report_dir):
     """Writes build/report-screenshots/ for a person to look at, and checks that they show a page and a formula."""
-    from PIL import Image
 
     page = report_dir / f"{STEMS[0]}.html"
     shots = BUILD / "report-screenshots"

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from smoothgrad_lib import twins
+from smoothgrad_lib.probes import accuracy
 from smoothgrad_lib.shapes import make_shapes
-from smoothgrad_lib.twins import TWINS, WEIGHTS, ShapesCNN, accuracy, load_twin, sha256, shipped_checksums, weights_name
+from smoothgrad_lib.twins import TWINS, WEIGHTS, ShapesCNN, load_twin, sha256, shipped_checksums, weights_name
 
 CHANCE = 0.25
 FRESH = make_shapes(2000, seed=2026)  # images no twin was trained or selected on
@@ -19,7 +21,7 @@ def test_architecture_has_61k_parameters_and_four_logits():
 
 @pytest.mark.parametrize("twin", [name for name, recipe in TWINS.items() if recipe.min_accuracy is not None])
 def test_twins_reach_their_accuracy_bar_on_fresh_images(twin):
-    assert accuracy(load_twin(twin), FRESH) >= TWINS[twin].min_accuracy
+    assert accuracy(load_twin(twin), FRESH.images, FRESH.labels) >= TWINS[twin].min_accuracy
 
 
 def test_permuted_label_twin_is_at_chance_on_the_true_labels():
@@ -35,8 +37,8 @@ def test_permuted_label_twin_memorised_its_permuted_training_labels():
     data = make_shapes(recipe.n_train, seed=0)
     permuted = data.labels[torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(0))]
     model = load_twin("relu-permuted")
-    assert accuracy(model, data._replace(labels=permuted)) > 0.6
-    assert abs(accuracy(model, data) - CHANCE) < 4 * (CHANCE * (1 - CHANCE) / recipe.n_train) ** 0.5
+    assert accuracy(model, data.images, permuted) > 0.6
+    assert abs(accuracy(model, data.images, data.labels) - CHANCE) < 4 * (CHANCE * (1 - CHANCE) / recipe.n_train) ** 0.5
 
 
 def test_every_twin_ships_small_weights_matching_their_checksums():
@@ -62,3 +64,11 @@ def test_bad_names():
         load_twin("tanh")
     with pytest.raises(ValueError, match=r"activation must be one of \('relu', 'softplus'\), got 'tanh'"):
         ShapesCNN("tanh")
+
+
+def test_twins_accuracy_is_deprecated_and_is_probes_accuracy():
+    data = make_shapes(50, seed=7)
+    model = load_twin("relu")
+    with pytest.warns(DeprecationWarning, match="probes.accuracy"):
+        old = twins.accuracy
+    assert old(model, data) == accuracy(model, data.images, data.labels)

@@ -1,30 +1,28 @@
-"""The measurement helpers on cases with known answers."""
+"""smoothgrad_lib.probes on cases with known answers: lines, gates, Taylor bias, noisy-copy ranks, accuracy."""
 
 import copy
-import math
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import norm
 from torch import nn
 
-from smoothgrad_lib import load_model, noisy_gradients, smoothgrad
-from smoothgrad_lib.aggregates import aggregate_samples
-from smoothgrad_lib.faithfulness import gaussian_blur
-from smoothgrad_lib.metrics import brightest_share, far_share, localisation, neighbour_difference
-from smoothgrad_lib.montecarlo import running_mean, samples_for_reliability
+from smoothgrad_lib import load_model, noisy_gradients
 from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.probes import (
     accuracy,
     activation_gates,
     directional_slice,
+    gate_flips,
     gate_fractions,
     increment_scaling,
     noisy_gradients_and_ranks,
     noisy_ranks,
+    taylor_bias,
 )
 from smoothgrad_lib.shapes import make_shapes
-from smoothgrad_lib.stats import relative_change, spearman_brown
+from smoothgrad_lib.stats import loglog_slope, relative_change
 
 SHAPE = (2, 4, 4)
 
@@ -68,68 +66,8 @@ def test_activation_gates_match_the_preactivations():
         activation_gates(nn.Sequential(nn.Flatten(), nn.Linear(32, 2)).eval(), x)
 
 
-def test_relative_change_and_neighbour_difference_by_hand():
-    a, b = torch.tensor([[3.0, 4.0]]), torch.tensor([[3.0, 5.0]])
-    assert relative_change(a, b).item() == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="same shape"):
-        relative_change(a, b[:, :1])
-    maps = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])  # rows: |0-0|, |1-0| -> 0.5; columns: |1-0|, |0-0| -> 0.5
-    assert neighbour_difference(maps).item() == pytest.approx(0.5)
-    assert neighbour_difference(torch.ones(2, 5, 5)).tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match="B, H, W"):
-        neighbour_difference(torch.ones(5, 5))
-
-
-def test_brightest_share():
-    maps = torch.zeros(2, 10, 10)
-    maps[0, 0, 0] = 1.0  # all of it in the brightest pixel
-    maps[1] = 1.0  # uniform: the brightest 1% hold 1%
-    torch.testing.assert_close(brightest_share(maps), torch.tensor([1.0, 0.01]))
-    with pytest.raises(ValueError, match="fraction"):
-        brightest_share(maps, 0.0)
-
-
-def test_running_mean_matches_prefix_means():
-    samples = torch.randn(7, 3, 2, generator=generator(0))
-    running = running_mean(samples, dim=0)
-    for n in (1, 4, 7):
-        torch.testing.assert_close(running[n - 1], samples[:n].mean(0))
-    torch.testing.assert_close(running_mean(samples.transpose(0, 1), dim=1).transpose(0, 1), running)
-
-
-def test_aggregate_samples_equals_smoothgrad_for_every_aggregate():
-    model = load_model("shapes-relu", device="cpu").model
-    x = make_shapes(2, seed=0).images
-    samples = noisy_gradients(model, x, n_samples=6, noise_level=0.1, generator=generator(3))
-    for name in ("raw", "abs", "square", "vargrad"):
-        expected = smoothgrad(model, x, n_samples=6, noise_level=0.1, aggregate=name, generator=generator(3))
-        assert relative_change(expected, aggregate_samples(samples, name)).max() < 1e-5
-    with pytest.raises(ValueError, match="aggregate must be"):
-        aggregate_samples(samples, "median")
-
-
-def test_samples_for_reliability_inverts_spearman_brown():
-    n = samples_for_reliability(0.5, 50, wanted=0.9)
-    assert n == pytest.approx(450.0)
-    assert spearman_brown(0.5, n / 50) == pytest.approx(0.9)
-    with pytest.raises(ValueError, match="wanted"):
-        samples_for_reliability(0.5, 50, wanted=1.0)
-
-
-class Biased(nn.Module):
-    """Logits (x_mean, 0, bias): class 2 is top-1 whatever the input; class 0 beats class 1 when the mean is > 0."""
-
-    def __init__(self, bias: float) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(torch.tensor(bias))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.flatten(1).mean(1)
-        return torch.stack([mean, torch.zeros_like(mean), self.bias.expand_as(mean)], 1)
-
-
-def test_noisy_ranks_and_accuracy():
-    model = Biased(10.0).eval()
+def test_noisy_ranks_and_accuracy(biased_model):
+    model = biased_model(10.0)
     x = torch.rand(2, 1, 8, 8, generator=generator(0)) + 0.5
     ranks = noisy_ranks(model, x, 2, n_samples=5, noise_level=0.5, generator=generator(1))
     assert ranks.shape == (2, 5) and (ranks == 0).all()
@@ -171,30 +109,30 @@ def test_noisy_gradients_and_ranks_match_the_separate_calls():
             call(model, x.numpy(), n_samples=2, noise_level=0.1)
 
 
-def test_far_share_and_localisation_by_hand():
-    masks = torch.zeros(1, 12, 12, dtype=torch.bool)
-    masks[0, 5:7, 5:7] = True
-    maps = torch.zeros(1, 12, 12)
-    maps[0, 5:7, 5:7] = 1.0  # inside
-    maps[0, 4, 5] = 1.0  # one pixel away from the mask
-    maps[0, 0, 0] = 2.0  # about 7 pixels away
-    assert far_share(maps, masks, 4.0).item() == pytest.approx(2.0 / 3.0)
-    scores = localisation(maps, masks, dilation=1, far=4.0)
-    assert scores["mass"].item() == pytest.approx(4.0 / 7.0)
-    assert scores["mass_dilated"].item() == pytest.approx(5.0 / 7.0)
-    assert scores["far"].item() == pytest.approx(2.0 / 3.0)
-    assert 0.5 < scores["auc"].item() < 1.0
-    # Squaring the map changes the mass but not the rank-based AUC.
-    squared = localisation(maps**2, masks, dilation=1)
-    assert squared["auc"].item() == pytest.approx(scores["auc"].item())
-    assert squared["mass"].item() != pytest.approx(scores["mass"].item())
+def test_taylor_bias_of_a_cubic_is_sigma_squared(seeded, cubic_model):
+    model, x = cubic_model(), torch.rand(*SHAPE) + 0.5
+    a = model.a[0].detach().double()
+    sigmas = [0.05, 0.1, 0.2]
+    result = taylor_bias(model, x, 0, sigmas=sigmas, n_pairs=4000, generator=seeded(1))
+    grad = 3 * a * x.double() ** 2
+    truth = np.array([float((3 * a * s**2).norm() / grad.norm()) for s in sigmas])
+    assert np.all(np.abs(result["raw"] - truth) < 4 * result["mc_error"] + 1e-6)
+    slope, low, high = loglog_slope(sigmas, result["bias"])
+    assert low <= 2 <= high or abs(slope - 2) < 0.05
 
 
-def test_gaussian_blur_keeps_the_total_and_spreads_a_point():
-    maps = torch.zeros(1, 21, 21, dtype=torch.float64)
-    maps[0, 10, 10] = 1.0
-    blurred = gaussian_blur(maps, 2.0)
-    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-6)
-    # A 2-D Gaussian of sd 2: the centre holds 1 / (2 pi 4) of the mass, sampled on the grid.
-    assert blurred[0, 10, 10].item() == pytest.approx(1 / (8 * math.pi), rel=0.02)
-    assert torch.equal(gaussian_blur(maps, 0.0), maps)
+def test_gate_flips_of_one_relu_layer_match_the_normal_tail(seeded):
+    # Unit u flips when w_u . eps crosses -z_u, with w_u . eps ~ N(0, sigma^2 |w_u|^2): P = Phi(-|z_u| / (sigma |w_u|)).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(32, 6), nn.ReLU()).eval()
+    x = torch.rand(*SHAPE)
+    layer = model[1]
+    with torch.no_grad():
+        z = layer(x.flatten()[None])[0].double()
+        w = layer.weight.double().norm(dim=1)
+    sigmas = [0.0, 0.05, 0.2]
+    counts = gate_flips(model, x, sigmas=sigmas, n_samples=4000, generator=seeded(2))
+    expected = [0.0] + [float(norm.cdf(-(z.abs() / (s * w)).numpy()).sum()) for s in sigmas[1:]]
+    assert counts[0] == 0.0
+    np.testing.assert_allclose(counts[1:], expected[1:], atol=0.07)  # sd of the sum of 6 shares <= 0.02
+    assert counts[2] > counts[1] > 0
