@@ -39,6 +39,7 @@ __all__ = [
     "error_against_reference",
     "estimate_from_gradients",
     "mean_norm",
+    "mean_norm_ratio",
     "pairwise_error",
     "pixel_snr",
     "predict_samples",
@@ -238,16 +239,8 @@ def running_norm(samples: torch.Tensor) -> np.ndarray:
     return np.array(norms)
 
 
-def mean_norm(samples: torch.Tensor, groups: int = 8) -> tuple[float, float]:
-    """``||E[G]||`` (L2 over all elements) from i.i.d. samples (M, ...), without the Monte-Carlo floor; with its s.e.
-
-    The naive ``||mean G||^2`` is biased upwards: ``E||mean G||^2 = ||E G||^2 + sum Var[G] / M``.
-    Subtracting the estimated variance term gives the unbiased U-statistic
-    ``(||sum_i G_i||^2 - sum_i ||G_i||^2) / (M (M - 1))`` (the mean of
-    ``G_i . G_j`` over pairs i != j); the estimate is its square root, floored
-    at 0. The standard error is a delete-a-group jackknife over ``groups``
-    equal consecutive groups of samples (M must be a multiple of ``groups``).
-    """
+def _norms_left_out(samples: torch.Tensor, groups: int) -> tuple[float, np.ndarray]:
+    """``mean_norm``'s estimate from all samples (M, ...) and from each of ``groups`` delete-a-group subsets."""
     m = len(samples)
     if groups < 2 or m % groups or m // groups < 1 or m < 2 * groups:
         raise ValueError(f"need at least 2 samples in each of {groups} groups (groups >= 2, M a multiple), got M={m}.")
@@ -266,8 +259,44 @@ def mean_norm(samples: torch.Tensor, groups: int = 8) -> tuple[float, float]:
             for k in range(groups)
         ]
     )
-    stderr = float(np.sqrt((groups - 1) / groups * np.square(left_out - left_out.mean()).sum()))
-    return full, stderr
+    return full, left_out
+
+
+def _jackknife_stderr(left_out: np.ndarray) -> float:
+    groups = len(left_out)
+    return float(np.sqrt((groups - 1) / groups * np.square(left_out - left_out.mean()).sum()))
+
+
+def mean_norm(samples: torch.Tensor, groups: int = 8) -> tuple[float, float]:
+    """``||E[G]||`` (L2 over all elements) from i.i.d. samples (M, ...), without the Monte-Carlo floor; with its s.e.
+
+    The naive ``||mean G||^2`` is biased upwards: ``E||mean G||^2 = ||E G||^2 + sum Var[G] / M``.
+    Subtracting the estimated variance term gives the unbiased U-statistic
+    ``(||sum_i G_i||^2 - sum_i ||G_i||^2) / (M (M - 1))`` (the mean of
+    ``G_i . G_j`` over pairs i != j); the estimate is its square root, floored
+    at 0. The standard error is a delete-a-group jackknife over ``groups``
+    equal consecutive groups of samples (M must be a multiple of ``groups``).
+    """
+    full, left_out = _norms_left_out(samples, groups)
+    return full, _jackknife_stderr(left_out)
+
+
+def mean_norm_ratio(numerator: torch.Tensor, denominator: torch.Tensor, groups: int = 8) -> tuple[float, float]:
+    """``mean_norm(numerator) / mean_norm(denominator)`` for two functions of the SAME samples (e.g. ``|G_i|`` and
+    ``G_i``), with its delete-a-group jackknife standard error.
+
+    Both norms are recomputed without the same group of samples, so the
+    correlation between them (they come from the same gradients) is in the
+    error; adding their relative errors in quadrature would assume independence.
+    """
+    if numerator.shape != denominator.shape:
+        raise ValueError(
+            f"numerator and denominator must be the same samples, got {tuple(numerator.shape)} and "
+            f"{tuple(denominator.shape)}."
+        )
+    top, top_left_out = _norms_left_out(numerator, groups)
+    bottom, bottom_left_out = _norms_left_out(denominator, groups)
+    return top / bottom, _jackknife_stderr(top_left_out / bottom_left_out)
 
 
 def pixel_snr(samples: torch.Tensor) -> torch.Tensor:

@@ -139,15 +139,6 @@ def loglog_slope(x: Sequence[float], y: Sequence[float], confidence: float = 0.9
     return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
 
 
-def ratio_stderr(ratio: float, a: float, a_se: float, b: float, b_se: float) -> float:
-    """Standard error of ``ratio = a / b`` from independent estimates a and b, by the delta method.
-
-    Relative errors of independent estimates add in quadrature:
-    ``se(a/b) / (a/b) = sqrt((se_a / a)^2 + (se_b / b)^2)``.
-    """
-    return abs(ratio) * ((a_se / a) ** 2 + (b_se / b) ** 2) ** 0.5
-
-
 INTERVAL_METHODS = ("t", "bca", "percentile")
 
 

@@ -10,6 +10,7 @@ from smoothgrad_lib import Estimate, noisy_gradients, smoothgrad_estimate
 from smoothgrad_lib import montecarlo as mc
 from smoothgrad_lib.montecarlo import (
     mean_norm,
+    mean_norm_ratio,
     pairwise_error,
     pixel_snr,
     running_mean,
@@ -201,6 +202,26 @@ def test_mean_norm_removes_the_monte_carlo_floor_and_its_stderr_is_calibrated(se
     assert 0.7 < np.sqrt(np.mean(stderrs**2)) / estimates.std() < 1.4
     zero, _ = mean_norm(torch.randn(64, 1000, generator=seeded(40)))
     assert zero < 2.0 < float(torch.randn(64, 1000, generator=seeded(40)).mean(0).norm())
+
+
+def test_mean_norm_ratio_of_a_fixed_multiple_is_exact():
+    samples = torch.randn(64, 50, generator=torch.Generator().manual_seed(0)) + 1.0
+    ratio, stderr = mean_norm_ratio(3 * samples, samples)
+    assert ratio == pytest.approx(3.0, rel=1e-7) and stderr == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="same samples"):
+        mean_norm_ratio(samples, samples[:32])
+
+
+def test_mean_norm_ratio_stderr_is_calibrated(seeded):
+    """E|G| / |E G| from the same gradients: the jackknife's error matches the spread over independent pools."""
+    mu = torch.full((400,), 0.2)
+    ratios, stderrs = [], []
+    for seed in range(40):
+        samples = mu + torch.randn(64, 400, generator=seeded(100 + seed))
+        ratio, stderr = mean_norm_ratio(samples.abs(), samples)
+        ratios.append(ratio)
+        stderrs.append(stderr)
+    assert 0.7 < np.sqrt(np.mean(np.square(stderrs))) / np.std(ratios, ddof=1) < 1.4
 
 
 def test_pixel_snr_recovers_mean_over_sd(seeded):
