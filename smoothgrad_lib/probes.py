@@ -97,6 +97,7 @@ def gate_fractions(
     model: nn.Module, x: torch.Tensor, sigma: float, n_samples: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For one image x (C, H, W): each unit's gate at x (U,) and the share of N noisy copies ``x + eps`` opening it."""
+    check_model(model, x)
     check_image(x)
     check_count("n_samples", n_samples)
     return _gate_fractions(model, x, sigma, n_samples, NormalStream(x.shape, generator, x.device, x.dtype))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -139,7 +139,8 @@ def loglog_slope(x: Sequence[float], y: Sequence[float], confidence: float = 0.9
     return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
 
 
-INTERVAL_METHODS = ("t", "bca", "percentile")
+IntervalMethod = Literal["t", "bca", "percentile"]
+INTERVAL_METHODS: tuple[IntervalMethod, ...] = ("t", "bca", "percentile")
 
 
 class Interval(NamedTuple):
@@ -180,7 +181,7 @@ def significant_decimals(values: Sequence[float], digits: int = 3) -> int:
 def mean_ci(
     values: torch.Tensor | np.ndarray | Sequence[float],
     level: float = 0.95,
-    method: str = "t",
+    method: IntervalMethod = "t",
     *,
     n_boot: int = 9999,
     seed: int = 0,
@@ -207,6 +208,8 @@ def mean_ci(
         raise ValueError(f"level must be in (0, 1), got {level!r}.")
     data = _as_array(values)
     n, mean = len(data), float(data.mean())
+    if n < 2:
+        raise ValueError(f"a confidence interval needs at least 2 values, got {n}.")
     if np.all(data == data[0]):
         return Interval(mean, mean, mean, n, method)
     if method == "t":
@@ -227,7 +230,7 @@ def paired_ci(
     a: torch.Tensor | np.ndarray | Sequence[float],
     b: torch.Tensor | np.ndarray | Sequence[float],
     level: float = 0.95,
-    method: str = "t",
+    method: IntervalMethod = "t",
     *,
     n_boot: int = 9999,
     seed: int = 0,

@@ -146,3 +146,8 @@ def test_paired_test_is_ttest_rel_and_agrees_with_the_t_interval():
     assert paired_test([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]) == 0.0  # the same non-zero difference on every image
     with pytest.raises(ValueError, match="same shape"):
         paired_test([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_an_interval_needs_two_values():
+    with pytest.raises(ValueError, match="at least 2 values, got 1"):
+        mean_ci([0.5])
