@@ -43,15 +43,18 @@ def test_readme_install_line_is_the_projects_repository():
 
 
 def test_readme_names_every_photo_the_notebooks_load():
-    loaded = set()
-    for path in sorted((ROOT / "report").glob("*.ipynb")):
-        for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type == "code":
-                for names in re.findall(r"(?:names|PHOTOS)\s*=\s*\[([^\]]*)\]", cell.source):
-                    loaded |= set(re.findall(r'"(\w+)"', names))
-    assert {"chelsea", "coffee", "rocket", "camera"} <= loaded
+    from smoothgrad_lib.images import IMAGENET_PHOTOS
+
+    sources = [
+        cell.source
+        for path in sorted((ROOT / "report").glob("*.ipynb"))
+        for cell in nbformat.read(path, as_version=4).cells
+        if cell.cell_type == "code"
+    ]
+    assert sum("IMAGENET_PHOTOS" in source for source in sources) >= 4  # every notebook loads the photos by it
+    assert not any(re.search(r'load_image\("(?!chelsea|coffee|rocket|camera)\w+"\)', s) for s in sources)
     said = re.search(r"The notebooks use (.*?), the four", README, re.S).group(1)
-    assert set(re.findall(r"`(\w+)`", said)) == loaded
+    assert set(re.findall(r"`(\w+)`", said)) == set(IMAGENET_PHOTOS) == {"chelsea", "coffee", "rocket", "camera"}
 
 
 def test_license_is_mit_as_pyproject_says():
