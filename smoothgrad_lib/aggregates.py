@@ -57,6 +57,21 @@ def relative_error(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
     return torch.where(error == 0, torch.zeros_like(error), error / signal)
 
 
+def without_offset(estimate: Estimate) -> Estimate:
+    """The estimate less each image's mean over its (C, H, W) elements, with the same standard errors.
+
+    A display that maps a map's range onto a colour scale shows its contrast, not its level: any constant added
+    to the map (``abs``'s floor ``E|G|``, say) is invisible there. The mean is the constant whose removal leaves
+    the least (in L2), so ``relative_error`` and ``montecarlo.predict_samples`` of this estimate measure the error
+    against what a reader can see. The mean is treated as fixed (its own Monte-Carlo error, ``||s|| / sqrt(CHW)``,
+    is negligible). Accepts (B, C, H, W) or (C, H, W).
+    """
+    mean = estimate.mean
+    batch = mean if mean.ndim == 4 else mean[None]
+    level = batch.flatten(1).mean(1)[:, None, None, None]
+    return estimate._replace(mean=(batch - level).reshape(mean.shape))
+
+
 def snr_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
     """Per-pixel signal-to-noise ratio ``|m| / s`` of maps (B, C, H, W), in the channel the map shows: (B, H, W).
 

@@ -26,7 +26,17 @@ from scipy import integrate
 from scipy import stats as scipy_stats
 from torch import nn
 
-from .aggregates import MEAN_OF, Aggregate, Estimate, estimate_from_gradients, pair_units, relative_error, snr_map
+from .aggregates import (
+    MEAN_OF,
+    Aggregate,
+    Estimate,
+    aggregate_samples,
+    estimate_from_gradients,
+    pair_units,
+    relative_error,
+    snr_map,
+    without_offset,
+)
 from .maps import saliency_map
 from .noise import DEFAULT_NOISE_LEVEL, seeded_generator
 from .saliency import smoothgrad, smoothgrad_estimate
@@ -53,7 +63,9 @@ __all__ = [
     "snr_map",
     "snr_null_fraction",
     "split_half_correlation",
+    "stability_against_n",
     "variance_against_n",
+    "without_offset",
 ]
 
 
@@ -428,6 +440,30 @@ def signed_split_half(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor
         shapes = f"{tuple(first.shape)} and {tuple(second.shape)}"
         raise ValueError(f"need two sets of gradients of the same shape (B, N, C, H, W), got {shapes}.")
     return pearson(first.detach().double().mean(1), second.detach().double().mean(1))
+
+
+def stability_against_n(
+    at_x: torch.Tensor, at_nudged: torch.Tensor, ns: Sequence[int], aggregate: Aggregate = "abs"
+) -> np.ndarray:
+    """Correlation between the map at x and the map at a nudged input, made from the first n gradients of each.
+
+    ``at_x`` and ``at_nudged`` are noisy gradients (B, M, C, H, W) at x and at x + a small change. Drawn with the
+    same generator and sigma, the i-th draws share their noise (common random numbers): the correlation then
+    measures the map's response to the input alone, at N = n. Drawn independently, it is what a user who does
+    not fix the seed sees: Monte-Carlo noise included. For each n in ``ns``, the maps are
+    ``saliency_map(aggregate of the first n, normalize="percentile")`` (the displayed map) and the score is
+    Pearson's r over pixels, per image. Returns (len(ns), B).
+    """
+    if at_x.shape != at_nudged.shape or at_x.ndim != 5:
+        shapes = f"{tuple(at_x.shape)} and {tuple(at_nudged.shape)}"
+        raise ValueError(f"need two sets of gradients of the same shape (B, M, C, H, W), got {shapes}.")
+    if not ns or min(ns) < 1 or max(ns) > at_x.shape[1]:
+        raise ValueError(f"every n must be between 1 and the {at_x.shape[1]} gradients given, got {list(ns)}.")
+
+    def displayed(grads: torch.Tensor) -> torch.Tensor:
+        return saliency_map(aggregate_samples(grads, aggregate), normalize="percentile")
+
+    return np.stack([pearson(displayed(at_x[:, :n]), displayed(at_nudged[:, :n])).numpy() for n in ns])
 
 
 def snr_null_fraction(threshold: float = 2.0, channels: int = 3, n_samples: int | None = None) -> float:

@@ -152,12 +152,14 @@ def roar(
     epochs: int | None = None,
     n_samples: int = 10,
     ig_steps: int = 8,
+    baseline: bool = True,
     progress: bool = True,
 ) -> dict[str, object]:
     """Run the ROAR grid (module docstring) and return its report: settings, per-cell accuracies and timings.
 
     Every (method, fill, fraction, seed) cell retrains one twin; the baseline (fraction 0) is trained once per
-    seed. ``n_train`` and ``epochs`` default to the twin's recipe (``TWINS[twin]``); lower them for a quick run.
+    seed (``baseline=False``: not at all, e.g. to re-run one cell of a stored grid). ``n_train`` and ``epochs``
+    default to the twin's recipe (``TWINS[twin]``); lower them for a quick run.
 
     Returns:
         a JSON-able dict: ``"settings"``; ``"baseline"`` {seed: accuracy}; ``"cells"`` a list of {method, fill,
@@ -185,11 +187,11 @@ def roar(
         return train(twin, epochs=epochs, seed=seed, data=train_images, held_out=test_images)[1]
 
     grid = [(m, f, k, s) for m in methods for f in fills for k in fractions for s in seeds]
-    bar = tqdm(total=len(seeds) + len(grid), desc="ROAR retraining", disable=not progress)
+    bar = tqdm(total=len(seeds) * baseline + len(grid), desc="ROAR retraining", disable=not progress)
     tic = time.perf_counter()
-    baseline = {}
-    for seed in seeds:
-        baseline[seed] = retrain(train_data, test_data, seed)
+    baselines = {}
+    for seed in seeds if baseline else ():
+        baselines[seed] = retrain(train_data, test_data, seed)
         bar.update()
     seconds["baseline"] = time.perf_counter() - tic
     cells = []
@@ -239,7 +241,7 @@ def roar(
         "train_images": "make_shapes(n_train, seed=0)",
         "test_images": "make_shapes(n_test, seed=1)",
     }
-    return {"settings": settings, "baseline": baseline, "cells": cells, "seconds": seconds}
+    return {"settings": settings, "baseline": baselines, "cells": cells, "seconds": seconds}
 
 
 def code_version() -> dict[str, str | None]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .shapes import CLASSES, ShapesBatch
+from .shapes import CLASSES, ShapesBatch, make_shapes
 
 # Softplus_beta(z) = log(1 + exp(beta z)) / beta: smooth everywhere, within log(2)/beta of ReLU.
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": partial(nn.Softplus, beta=5.0)}
@@ -123,6 +123,20 @@ def load_twin(twin: str = "relu", path: str | Path | None = None) -> ShapesCNN:
     model = ShapesCNN(TWINS[twin].activation)
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def training_set(twin: str) -> tuple[ShapesBatch, torch.Tensor]:
+    """The images a shipped twin was trained on, ``make_shapes(n_train, seed=0)``, and the labels it was fitted to.
+
+    The true labels, or for a ``permuted_labels`` twin the permutation that ``train.train(twin, seed=0)`` draws
+    (the first ``randperm`` of a generator seeded with 0): how well the twin fits them is what it memorised.
+    """
+    _check_twin(twin)
+    recipe = TWINS[twin]
+    data = make_shapes(recipe.n_train, seed=0)
+    if not recipe.permuted_labels:
+        return data, data.labels
+    return data, data.labels[torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(0))]
 
 
 def __getattr__(name: str) -> Callable[..., float]:

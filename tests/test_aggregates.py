@@ -1,9 +1,11 @@
 """smoothgrad_lib.aggregates: the four aggregates of noisy gradients."""
 
 import pytest
+import torch
 
 from smoothgrad_lib import load_model, noisy_gradients, smoothgrad
-from smoothgrad_lib.aggregates import aggregate_samples
+from smoothgrad_lib.aggregates import Estimate, aggregate_samples, relative_error, without_offset
+from smoothgrad_lib.montecarlo import predict_samples
 from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.stats import relative_change
@@ -18,3 +20,22 @@ def test_aggregate_samples_equals_smoothgrad_for_every_aggregate():
         assert relative_change(expected, aggregate_samples(samples, name)).max() < 1e-5
     with pytest.raises(ValueError, match="aggregate must be"):
         aggregate_samples(samples, "median")
+
+
+def test_without_offset_counts_only_what_a_displayed_map_shows():
+    generator = torch.Generator().manual_seed(0)
+    signal = torch.rand(2, 3, 8, 8, generator=generator)
+    stderr = torch.full_like(signal, 0.01)
+    base = Estimate(signal, stderr, 32)
+    lifted = Estimate(signal + 5.0, stderr, 32)  # a constant offset, like abs's E|G| floor
+    # The offset-free estimate is the same whatever constant is added, and its mean is 0 on each image.
+    torch.testing.assert_close(without_offset(lifted).mean, without_offset(base).mean)
+    torch.testing.assert_close(without_offset(base).mean.flatten(1).mean(1), torch.zeros(2), atol=1e-6, rtol=0)
+    assert without_offset(base).stderr is stderr
+    # Counted as signal, the offset makes the map look far better determined, and predicts far fewer samples.
+    assert relative_error(lifted.mean, stderr).max() < relative_error(without_offset(lifted).mean, stderr).min() / 5
+    n_lifted, n_free = predict_samples(lifted, 0.1), predict_samples(without_offset(lifted), 0.1)
+    assert (n_free > 50 * n_lifted).all()  # N grows as the squared relative error
+    # A single (C, H, W) image works the same way.
+    single = Estimate(signal[0] + 1, stderr[0], 32)
+    torch.testing.assert_close(without_offset(single).mean, without_offset(base).mean[0])

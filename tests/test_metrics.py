@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from smoothgrad_lib.faithfulness import gaussian_blur
 from smoothgrad_lib.metrics import (
     brightest_share,
     dilate,
@@ -15,6 +16,7 @@ from smoothgrad_lib.metrics import (
     rank_correlation,
     relevance_mass,
     relevance_rank,
+    spatial_autocorrelation,
     ssim,
 )
 from smoothgrad_lib.stats import relative_change
@@ -212,3 +214,22 @@ def test_far_share_and_localisation_by_hand():
     squared = localisation(maps**2, masks, dilation=1)
     assert squared["auc"].item() == pytest.approx(scores["auc"].item())
     assert squared["mass"].item() != pytest.approx(scores["mass"].item())
+
+
+def test_spatial_autocorrelation_is_zero_on_white_noise_and_ignores_offset_and_scale():
+    generator = torch.Generator().manual_seed(0)
+    white = torch.rand(4, 64, 64, generator=generator)
+    # Null: independent pixels have no lag-1 correlation (s.e. about 1/64 per direction).
+    assert spatial_autocorrelation(white).abs().max() < 0.05
+    # A map that varies slowly in space: a Gaussian blur of the same noise is strongly autocorrelated.
+    smooth = gaussian_blur(white, 3.0)
+    assert (spatial_autocorrelation(smooth) > 0.9).all()
+    # Offset- and scale-free, unlike the neighbour difference.
+    torch.testing.assert_close(spatial_autocorrelation(3 * smooth + 7), spatial_autocorrelation(smooth))
+    assert not torch.allclose(neighbour_difference(3 * smooth + 7), neighbour_difference(smooth))
+    # An exact known case: a horizontal ramp is perfectly correlated with its right neighbour; vertically constant
+    # rows make the vertical pair identical too.
+    ramp = torch.arange(16.0).expand(1, 8, 16)
+    torch.testing.assert_close(spatial_autocorrelation(ramp), torch.ones(1))
+    with pytest.raises(ValueError, match="B, H, W"):
+        spatial_autocorrelation(white[0])

@@ -17,6 +17,7 @@ from smoothgrad_lib.montecarlo import (
     running_norm,
     samples_for_reliability,
     split_half_correlation,
+    stability_against_n,
     variance_against_n,
 )
 from smoothgrad_lib.noise import seeded_generator as generator
@@ -256,3 +257,21 @@ def test_pairwise_error_is_sqrt_of_variance_over_n(seeded):
     assert channel_max["error"].shape == (5,)
     with pytest.raises(ValueError, match="samples"):
         pairwise_error(samples, [1, 64], pairs=4)
+
+
+def test_stability_against_n_is_one_for_the_same_draws_about_zero_on_a_null_and_grows_with_n():
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.randn(3, 16, 3, 24, 24, generator=generator)
+    ns = [1, 4, 16]
+    # The same gradients at x and at the nudged input: every map agrees exactly.
+    np.testing.assert_allclose(stability_against_n(draws, draws, ns), 1.0, atol=1e-9)
+    # Null: no signal and independent noise, so the two maps are unrelated at every n.
+    other = torch.randn(draws.shape, generator=generator)
+    null = stability_against_n(draws, other, ns, aggregate="raw")
+    assert null.shape == (3, 3) and np.abs(null).max() < 0.15
+    # A fixed signal under independent noise: the maps agree more as n grows (the Monte-Carlo noise averages out).
+    signal = torch.linspace(0, 3, 24).expand(3, 1, 3, 24, 24)
+    rising = stability_against_n(signal + draws, signal + other, ns, aggregate="raw").mean(1)
+    assert rising[0] < rising[1] < rising[2] and rising[2] > 0.8
+    with pytest.raises(ValueError, match="between 1 and"):
+        stability_against_n(draws, draws, [32])

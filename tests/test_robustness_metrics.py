@@ -10,7 +10,13 @@ from torch import nn
 from smoothgrad_lib import vanilla_gradient
 from smoothgrad_lib.faithfulness import gaussian_perturbations, infidelity
 from smoothgrad_lib.methods import attribution_methods, explanation_function
-from smoothgrad_lib.metrics import class_sensitivity, local_lipschitz, max_sensitivity, uniform_ball_noise
+from smoothgrad_lib.metrics import (
+    class_sensitivity,
+    explanation_robustness,
+    local_lipschitz,
+    max_sensitivity,
+    uniform_ball_noise,
+)
 
 
 def tiny_relu_net(seed: int = 0) -> nn.Module:
@@ -112,6 +118,24 @@ def test_local_lipschitz_is_the_largest_ratio_over_the_documented_draws():
         expected.append((explain(x + step) - explain(x)).flatten(1).norm(dim=1) / step.flatten(1).norm(dim=1))
     ours = local_lipschitz(explain, x, 0.05, n, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(ours, torch.stack(expected).amax(0))
+
+
+def test_explanation_robustness_is_both_metrics_from_one_set_of_explanations():
+    model, x, calls = tiny_relu_net(), images(3), []
+
+    def explain(inputs):
+        calls.append(1)
+        return vanilla_gradient(model, inputs, 2)
+
+    both = explanation_robustness(explain, x, 0.05, 4, generator=torch.Generator().manual_seed(3))
+    assert len(calls) == 5  # x and its 4 perturbations, shared by the two metrics
+    alone = {
+        "max_sensitivity": max_sensitivity(explain, x, 0.05, 4, generator=torch.Generator().manual_seed(3)),
+        "local_lipschitz": local_lipschitz(explain, x, 0.05, 4, generator=torch.Generator().manual_seed(3)),
+    }
+    assert set(both) == set(alone)
+    for name, value in alone.items():
+        torch.testing.assert_close(both[name], value)
 
 
 @pytest.mark.parametrize("normalize", [False, True])

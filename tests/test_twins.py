@@ -6,7 +6,16 @@ import torch
 from smoothgrad_lib import twins
 from smoothgrad_lib.probes import accuracy
 from smoothgrad_lib.shapes import make_shapes
-from smoothgrad_lib.twins import TWINS, WEIGHTS, ShapesCNN, load_twin, sha256, shipped_checksums, weights_name
+from smoothgrad_lib.twins import (
+    TWINS,
+    WEIGHTS,
+    ShapesCNN,
+    load_twin,
+    sha256,
+    shipped_checksums,
+    training_set,
+    weights_name,
+)
 
 CHANCE = 0.25
 FRESH = make_shapes(2000, seed=2026)  # images no twin was trained or selected on
@@ -34,8 +43,10 @@ def test_permuted_label_twin_memorised_its_permuted_training_labels():
     """Adebayo et al.'s randomised-label model has learnt something, just not the shapes: it fits its own labels
     (permuted by the first ``randperm`` of a generator seeded with 0) far above chance, the true ones at chance."""
     recipe = TWINS["relu-permuted"]
-    data = make_shapes(recipe.n_train, seed=0)
-    permuted = data.labels[torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(0))]
+    data, permuted = training_set("relu-permuted")
+    assert torch.equal(data.images, make_shapes(recipe.n_train, seed=0).images)
+    assert torch.equal(permuted.sort().values, data.labels.sort().values) and not torch.equal(permuted, data.labels)
+    assert torch.equal(training_set("relu")[1], make_shapes(TWINS["relu"].n_train, seed=0).labels)
     model = load_twin("relu-permuted")
     assert accuracy(model, data.images, permuted) > 0.6
     assert abs(accuracy(model, data.images, data.labels) - CHANCE) < 4 * (CHANCE * (1 - CHANCE) / recipe.n_train) ** 0.5
