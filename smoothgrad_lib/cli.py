@@ -62,7 +62,9 @@ def _add_roar(commands: argparse._SubParsersAction) -> None:
         "command line as JSON. The default grid retrains the twin (7 methods x 3 fractions x 2 fills + 1) x 3 seeds "
         "times.",
     )
-    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write (e.g. report/data/roar.json)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the JSON file to write (e.g. smoothgrad_lib/results/roar-mean.json)"
+    )
     parser.add_argument("--methods", nargs="+", default=list(roar.ROAR_METHODS), help="names of all_attributions")
     parser.add_argument("--fractions", nargs="+", type=float, default=list(roar.ROAR_FRACTIONS), help="k, in (0, 1]")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(roar.ROAR_SEEDS), help="retraining seeds")

@@ -22,18 +22,21 @@ The procedure (``roar``):
    recorded. k = 0 (no removal) is the baseline, trained once per seed.
 
 The maps are computed once; only the retraining depends on the seed. ``python -m smoothgrad_lib roar --out
-report/data/roar.json`` runs the default grid and writes ``roar_report``'s JSON.
+smoothgrad_lib/results/roar-<fill>.json --fills <fill>`` runs the default grid for one fill and writes ``roar_report``'s
+JSON; ``stored_grid(fill)`` reads the committed one (notebook 05).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -272,3 +275,12 @@ def mean_accuracy(report: dict[str, object]) -> dict[tuple[str, str, float], flo
     for cell in report["cells"]:  # type: ignore[union-attr]
         groups.setdefault((cell["method"], cell["fill"], cell["fraction"]), []).append(cell["accuracy"])
     return {key: math.fsum(values) / len(values) for key, values in groups.items()}
+
+
+def stored_grid(fill: str) -> dict[str, object]:
+    """The committed ROAR report for ``fill`` (``"background"`` or ``"mean"``): the file ``roar-<fill>.json`` of
+    ``smoothgrad_lib/results``, shipped with the package so that notebook 05 reads it wherever the package is
+    installed (Colab included)."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
+    return json.loads(resources.files("smoothgrad_lib.results").joinpath(f"roar-{fill}.json").read_text())

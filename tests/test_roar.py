@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smoothgrad_lib.cli import main
-from smoothgrad_lib.roar import code_version, mean_accuracy, remove_top, roar, roar_report
+from smoothgrad_lib.roar import code_version, mean_accuracy, remove_top, roar, roar_report, stored_grid
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.train import train
 
@@ -62,6 +62,15 @@ def test_a_tiny_grid_and_k0_is_the_baseline():
     json.dumps(report)
 
 
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+def test_one_cell_without_the_baseline_is_the_same_cell_of_the_grid():
+    grid = dict(n_train=200, n_test=100, epochs=1, progress=False)
+    full = roar(("vanilla",), (0.3,), (1,), ("mean",), **grid)
+    alone = roar(("vanilla",), (0.3,), (1,), ("mean",), baseline=False, **grid)
+    assert alone["baseline"] == {} and alone["seconds"]["baseline"] < 0.1
+    assert [c["accuracy"] for c in alone["cells"]] == [c["accuracy"] for c in full["cells"]]
+
+
 def test_the_roar_command_writes_its_json(tmp_path):
     out = tmp_path / "roar.json"
     argv = ["roar", "--out", str(out), "--methods", "vanilla", "--fractions", "0.1", "--seeds", "0"]
@@ -70,3 +79,23 @@ def test_the_roar_command_writes_its_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["code_version"]["package"] and report["command"].startswith("python -m smoothgrad_lib")
     assert [c["method"] for c in report["cells"]] == ["vanilla"] and set(report["seconds"]) >= {"maps", "cells"}
+
+
+@pytest.mark.parametrize("fill", ["background", "mean"])
+def test_the_committed_grid_is_complete_and_says_how_it_was_made(fill):
+    """smoothgrad_lib/results/roar-<fill>.json, which notebook 05 reads (its live cell re-runs one cell under nbval)."""
+    report = stored_grid(fill)
+    settings = report["settings"]
+    assert settings["fills"] == [fill] and report["command"].startswith("python -m smoothgrad_lib roar")
+    assert f"--fills {fill}" in report["command"] and f"--epochs {settings['epochs']}" in report["command"]
+    assert report["code_version"]["package"] and report["code_version"]["git"]
+    expected = {(m, k, s) for m in settings["methods"] for k in settings["fractions"] for s in settings["seeds"]}
+    assert {(c["method"], c["fraction"], c["seed"]) for c in report["cells"]} == expected
+    assert sorted(map(int, report["baseline"])) == sorted(settings["seeds"])
+    assert all(0 <= c["accuracy"] <= 1 for c in report["cells"])
+    # The grid measured something: removing the vanilla map's top half leaves the retrained twin worse off than
+    # removing a random half, and near chance (four classes).
+    accuracy = mean_accuracy(report)
+    assert accuracy[("vanilla", fill, 0.5)] < accuracy[("random", fill, 0.5)] and accuracy[("vanilla", fill, 0.5)] < 0.4
+    with pytest.raises(ValueError, match="fill must be one of"):
+        stored_grid("black")

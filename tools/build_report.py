@@ -67,9 +67,10 @@ NOTEBOOKS = {
     ),
     "02-smoothgrad": Notebook(
         "02 · SmoothGrad",
-        "the method; stability to the input vs Monte-Carlo noise, measured apart; the noise × N grid with the model's "
-        "accuracy on the noisy copies; the four aggregates at equal reliability; localisation on shapes with known "
-        "evidence (rank-based, with CIs); noise conventions (PAIR vs Captum)",
+        "the method; stability to the input (one noisy gradient with common noise, the averaging's rate, independent "
+        "seeds) vs Monte-Carlo noise; smoothness by lag-1 autocorrelation; the noise × N grid with the model's "
+        "accuracy on the noisy copies; the four aggregates' reliability, checked on a null; localisation on shapes "
+        "with known evidence (rank-based, with CIs); noise conventions (PAIR vs Captum)",
         100,
     ),
     "03-taylor-and-variance": Notebook(
@@ -81,11 +82,18 @@ NOTEBOOKS = {
     ),
     "04-evaluation": Notebook(
         "04 · Evaluation",
-        "do the maps explain the model? Cascading and label randomisation (sanity checks), deletion/insertion/AOPC "
-        "with an on-manifold and a black baseline, localisation against known evidence masks, for twelve maps with "
-        "paired bootstrap CIs; SmoothGrad against the vanilla gradient, a blurred vanilla map, Captum's methods and a "
-        "random map",
+        "do the maps explain the model? Cascading and label randomisation beside each map's own noise floor, "
+        "deletion/insertion/AOPC with an on-manifold and a black baseline, localisation against known evidence masks, "
+        "for twelve maps with paired CIs and Holm-adjusted primary contrasts; SmoothGrad against the vanilla "
+        "gradient, a blurred vanilla map, Captum's methods and a random map",
         135,
+    ),
+    "05-robustness": Notebook(
+        "05 · Robustness and retraining",
+        "what SmoothGrad is for: max-sensitivity and local Lipschitz (common vs independent noise), infidelity, "
+        "RemOve And Retrain with background and mean fills (a stored grid and one cell live), class sensitivity, "
+        "with LRP beside vanilla, SmoothGrad, a blurred vanilla map, Integrated Gradients and Grad-CAM",
+        150,
     ),
 }
 NAV_STYLE = """<style>
