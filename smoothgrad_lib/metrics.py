@@ -373,12 +373,9 @@ def max_sensitivity(
     Returns:
         (B,) float, >= 0.
     """
-    reference, changes = _explanation_changes(explain_fn, x, radius, n_samples, generator)
-    change = torch.stack([d.flatten(1).norm(dim=1) for d, _ in changes]).amax(0)
-    if normalize:
-        norm = reference.flatten(1).norm(dim=1)
-        change = change / torch.where(norm == 0, torch.ones_like(norm), norm)
-    return change
+    return explanation_robustness(explain_fn, x, radius, n_samples, generator=generator, normalize=normalize)[
+        "max_sensitivity"
+    ]
 
 
 def local_lipschitz(
@@ -406,8 +403,7 @@ def local_lipschitz(
     Returns:
         (B,) float, >= 0.
     """
-    _, changes = _explanation_changes(explain_fn, x, radius, n_samples, generator)
-    return torch.stack([d.flatten(1).norm(dim=1) / step.flatten(1).norm(dim=1) for d, step in changes]).amax(0)
+    return explanation_robustness(explain_fn, x, radius, n_samples, generator=generator)["local_lipschitz"]
 
 
 def explanation_robustness(
@@ -417,21 +413,23 @@ def explanation_robustness(
     n_samples: int = 10,
     *,
     generator: torch.Generator | None = None,
+    normalize: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """``max_sensitivity`` (normalised) and ``local_lipschitz`` of one explanation from the same perturbations.
+    """``max_sensitivity`` and ``local_lipschitz`` of one explanation from the same perturbations (both are
+    computed here; the two functions return one entry each).
 
-    Each calls ``explain_fn`` ``n_samples + 1`` times; this calls it that often for both, and returns exactly
-    what the two functions return for the same generator state: ``{"max_sensitivity": (B,), "local_lipschitz":
-    (B,)}``. Use it when the explanation is the expensive part (SmoothGrad with many samples).
+    ``explain_fn`` is called ``n_samples + 1`` times for both: ``{"max_sensitivity": (B,), "local_lipschitz":
+    (B,)}``, exactly what the two functions return for the same generator state. Use it when the explanation is
+    the expensive part (SmoothGrad with many samples). ``normalize`` applies to the max-sensitivity only.
     """
     reference, changes = _explanation_changes(explain_fn, x, radius, n_samples, generator)
     change = torch.stack([d.flatten(1).norm(dim=1) for d, _ in changes])
-    norm = reference.flatten(1).norm(dim=1)
     steps = torch.stack([step.flatten(1).norm(dim=1) for _, step in changes])
-    return {
-        "max_sensitivity": change.amax(0) / torch.where(norm == 0, torch.ones_like(norm), norm),
-        "local_lipschitz": (change / steps).amax(0),
-    }
+    sensitivity = change.amax(0)
+    if normalize:
+        norm = reference.flatten(1).norm(dim=1)
+        sensitivity = sensitivity / torch.where(norm == 0, torch.ones_like(norm), norm)
+    return {"max_sensitivity": sensitivity, "local_lipschitz": (change / steps).amax(0)}
 
 
 def _explanation_changes(
