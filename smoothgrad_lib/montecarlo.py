@@ -88,7 +88,7 @@ def predict_samples(estimate: Estimate, tolerance: float) -> torch.Tensor:
         mean, stderr = mean[None], stderr[None]
     noise = stderr.flatten(1).double().square().sum(1)
     signal = mean.flatten(1).double().square().sum(1) - noise
-    n = torch.as_tensor(estimate.n_samples, dtype=torch.float64).reshape(-1)
+    n = torch.as_tensor(estimate.n_samples, dtype=torch.float64, device=mean.device).reshape(-1)
     return torch.where(signal > 0, n * noise / (tolerance**2 * signal.clamp_min(1e-300)), math.inf)
 
 
@@ -97,7 +97,7 @@ def samples_needed(maps: torch.Tensor, n_samples: int, tolerance: float) -> np.n
 
     By the 1/N law, ``n_samples * (measured error / tolerance)^2`` with the error measured by ``repeat_error``: (B,).
     """
-    return n_samples * (repeat_error(maps).numpy() / tolerance) ** 2
+    return n_samples * (repeat_error(maps).cpu().numpy() / tolerance) ** 2
 
 
 def check_prediction(
@@ -127,7 +127,7 @@ def check_prediction(
         noise_level=noise_level,
         generator=seeded_generator(seed, device),
     )
-    wanted = predict_samples(pilot, tolerance).numpy()
+    wanted = predict_samples(pilot, tolerance).cpu().numpy()
     needed = []
     for b, image in enumerate(images):
         n = int(np.ceil(wanted[b]))
@@ -153,7 +153,7 @@ def check_prediction_on_draws(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``check_prediction`` on gradients already drawn (B, N, C, H, W): the first ``pilot_n`` are the pilot, the rest
     make independent runs of ``run_n``; the needed N is extrapolated by the 1/N law. Returns (predicted, needed)."""
-    wanted = predict_samples(estimate_from_gradients(grads[:, :pilot_n], aggregate), tolerance).numpy()
+    wanted = predict_samples(estimate_from_gradients(grads[:, :pilot_n], aggregate), tolerance).cpu().numpy()
     rest = grads[:, pilot_n:].unflatten(1, (-1, run_n))  # (B, runs, n, C, H, W)
     maps = estimate_from_gradients(rest.flatten(0, 1), aggregate).mean.unflatten(0, rest.shape[:2]).transpose(0, 1)
     return wanted, samples_needed(maps, run_n, tolerance)
@@ -463,7 +463,7 @@ def stability_against_n(
     def displayed(grads: torch.Tensor) -> torch.Tensor:
         return saliency_map(aggregate_samples(grads, aggregate), normalize="percentile")
 
-    return np.stack([pearson(displayed(at_x[:, :n]), displayed(at_nudged[:, :n])).numpy() for n in ns])
+    return np.stack([pearson(displayed(at_x[:, :n]), displayed(at_nudged[:, :n])).cpu().numpy() for n in ns])
 
 
 def snr_null_fraction(threshold: float = 2.0, channels: int = 3, n_samples: int | None = None) -> float:

@@ -78,7 +78,8 @@ def remove_top(
 ) -> torch.Tensor:
     """Copies of ``images`` (B, C, H, W) whose ``round(fraction H W)`` highest-ranked pixels by ``maps`` (B, H, W)
     are replaced by ``fill``: a tensor like images (e.g. the backgrounds), or ``"mean"`` (each image's per-channel
-    mean). Ties are broken by a random order from ``generator`` (None: raster order). ``fraction`` 0 returns a copy.
+    mean). Ties are broken by a random order from ``generator`` (None: raster order), drawn on the generator's own
+    device, so a CPU generator gives the same order for images on any device. ``fraction`` 0 returns a copy.
     """
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}.")
@@ -94,9 +95,9 @@ def remove_top(
     count = round(fraction * flat.shape[1])
     if count == 0:
         return images.clone()
-    order = torch.arange(flat.shape[1]).expand_as(flat)
+    order = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
     if generator is not None:
-        order = torch.rand(flat.shape, generator=generator).argsort(1)
+        order = torch.rand(flat.shape, generator=generator, device=generator.device).argsort(1).to(flat.device)
     ranked = flat.gather(1, order).argsort(dim=1, descending=True, stable=True)
     top = order.gather(1, ranked[:, :count])
     removed = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True).view_as(maps)[:, None]

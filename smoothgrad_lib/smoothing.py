@@ -127,4 +127,4 @@ def softplus_cosines(
 def best_beta(cosines: torch.Tensor, betas: np.ndarray | list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """For each image, the beta of largest cosine and that cosine, from ``softplus_cosines`` output: ((B,), (B,))."""
     best, index = cosines.max(0)
-    return torch.as_tensor(np.asarray(betas, dtype=float))[index], best
+    return torch.as_tensor(np.asarray(betas, dtype=float), device=index.device)[index], best
