@@ -3,6 +3,7 @@
 # make browser : install Debian's chromium for the rendered-report test (as root with apt-get; .ci/run calls it)
 # make lock       : re-resolve requirements.lock from pyproject.toml for every platform (uv, keeps existing pins)
 # make lockcheck  : check that requirements.lock installs on Linux x86-64/aarch64, macOS arm64 and Windows x86-64
+# make exercises  : write the student versions exercises/*.ipynb from the teacher versions in report/
 # make crosscheck : nbval over report/ under other thread counts and older CPU kernels (tools/crosscheck.sh)
 # make wheel      : build dist/smoothgrad_lib-VERSION-py3-none-any.whl (to upload where git+https is not reachable)
 # report and test create or update .venv first (from requirements.lock), so a fresh clone needs nothing else;
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 # prints the variables pointing there (the same list pytest's conftest.py uses). Expanded when a recipe runs.
 RUN = $(shell $(PYTHON) tools/scratch.py)
 
-.PHONY: report test venv browser clean lock lockcheck crosscheck wheel
+.PHONY: report test venv browser clean lock lockcheck crosscheck wheel exercises
 
 venv: $(STAMP)
 
@@ -55,6 +56,10 @@ browser:
 		else \
 			echo "NOTE: no chromium; the rendered-report test will be skipped (install it: sudo apt-get install chromium)"; \
 		fi; }
+
+# The student versions of the notebooks (solutions removed, outputs cleared), from report/ (the teacher versions).
+exercises: $(STAMP)
+	$(PY) tools/make_exercises.py
 
 test: $(STAMP)
 	@echo "==> ruff, unit tests, nbval over report/, rendered report"

@@ -15,7 +15,8 @@ Layout, one concept per module (none imports from a module above it):
 * comparators: ``methods`` (one registry of attribution methods, ``all_attributions``);
 * measurements: ``metrics`` and ``faithfulness`` (scores of maps), ``randomisation`` (sanity checks),
   ``probes`` (the network around an image), ``montecarlo`` (Monte-Carlo error), ``stats``;
-* data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``; ``plotting``; ``explain``, ``cli``.
+* data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``; ``plotting``; ``explain``, ``cli``;
+* teaching: ``exercises`` (the notebooks' self-checks).
 
 Rules that keep it so:
 

@@ -290,7 +290,9 @@ def figure(image: torch.Tensor, mean: torch.Tensor, stderr: torch.Tensor, aggreg
 
     finite = snr[torch.isfinite(snr) & (snr > 0)]
     if finite.numel():
-        low, high = torch.quantile(finite.double(), torch.tensor([0.01, 0.99], dtype=torch.double, device=finite.device)).tolist()
+        low, high = torch.quantile(
+            finite.double(), torch.tensor([0.01, 0.99], dtype=torch.double, device=finite.device)
+        ).tolist()
         low, high = 10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high))  # whole decades
         high = max(high, 10 * low)
     else:

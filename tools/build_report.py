@@ -71,14 +71,14 @@ NOTEBOOKS = {
         "seeds) vs Monte-Carlo noise; smoothness by lag-1 autocorrelation; the noise × N grid with the model's "
         "accuracy on the noisy copies; the four aggregates' reliability, checked on a null; localisation on shapes "
         "with known evidence (rank-based, with CIs); noise conventions (PAIR vs Captum)",
-        100,
+        50,
     ),
     "03-taylor-and-variance": Notebook(
         "03 · Taylor and variance",
         "the theory tested: bias against σ (σ² for smooth nets, √(kinks crossed) for ReLU), what the 1/N law does and "
         "does not explain, per-pixel signal-to-noise, E|G| vs |E G| vs |∇g(x)|, reference-free convergence; error "
         "bars and the N a target error needs, antithetic pairs, Stein's lemma, Softplus_β",
-        195,
+        79,
     ),
     "04-evaluation": Notebook(
         "04 · Evaluation",
@@ -86,14 +86,22 @@ NOTEBOOKS = {
         "deletion/insertion/AOPC with an on-manifold and a black baseline, localisation against known evidence masks, "
         "for twelve maps with paired CIs and Holm-adjusted primary contrasts; SmoothGrad against the vanilla "
         "gradient, a blurred vanilla map, Captum's methods and a random map",
-        135,
+        93,
     ),
     "05-robustness": Notebook(
         "05 · Robustness and retraining",
         "what SmoothGrad is for: max-sensitivity and local Lipschitz (common vs independent noise), infidelity, "
         "RemOve And Retrain with background and mean fills (a stored grid and one cell live), class sensitivity, "
         "with LRP beside vanilla, SmoothGrad, a blurred vanilla map, Integrated Gradients and Grad-CAM",
-        150,
+        115,
+    ),
+    "06-statistics-appendix": Notebook(
+        "06 · Appendix: the statistics",
+        "each statistical tool of 01–05 once, run first where the answer is known: t-interval coverage, the "
+        "percentile bootstrap's narrowness at small n, paired differences, Holm's adjustment, split-half reliability "
+        "and Spearman–Brown (with the |map| null), disattenuation, the jackknife, mask AUC as a rank statistic, "
+        "log-log slopes with CIs (and what shared draws do to them)",
+        12,
     ),
 }
 NAV_STYLE = """<style>
