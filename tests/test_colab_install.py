@@ -8,6 +8,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +53,11 @@ def colab(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env |= {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
-    def run_cell(url: str, ref: str, version: str) -> subprocess.CompletedProcess:
-        """The cell in IPython, as a notebook runs it (the cell's error shows as IPython shows it)."""
+    def run_cell(url: str, ref: str, version: str, after: str = "") -> subprocess.CompletedProcess:
+        """The cell in IPython, as a notebook runs it (the cell's error shows as IPython shows it), then ``after``."""
         cell = stamp_colab.install_source(url, ref, version, "0" * 12)
-        ipython = [python, "-m", "IPython", "--quick", "--no-banner", "--colors=nocolor", "-c", FAKE_COLAB + cell]
+        code = FAKE_COLAB + cell + "\n" + after
+        ipython = [python, "-m", "IPython", "--quick", "--no-banner", "--colors=nocolor", "-c", code]
         return subprocess.run(ipython, capture_output=True, text=True, env=env, cwd=work, timeout=600)
 
     return repo, run_cell, Path(site)
@@ -110,3 +112,23 @@ def test_colab_cell_says_what_to_do_when_the_repository_is_unreachable(colab, tm
     assert "at commit 000000000000, run `make wheel`" in advice
     assert advice.endswith("and run `%pip install smoothgrad_lib-0.0.1.dev9-py3-none-any.whl`.")
     assert "does not appear to be a git repository" in result.stderr  # pip's own reason, shown above
+
+
+def test_a_student_versions_checks_run_after_its_colab_install(colab):
+    """The student version carries the teacher's install cell, and its check cells work with what it installs."""
+    repo, run_cell, _ = colab
+    teacher = nbformat.read(ROOT / "report" / "01-vanilla-gradient.ipynb", as_version=4)
+    student = nbformat.read(ROOT / "exercises" / "01-vanilla-gradient.ipynb", as_version=4)
+    installs = [
+        [c.source for c in notebook.cells if stamp_colab.INSTALL_TAG in c.metadata.get("tags", [])]
+        for notebook in (teacher, student)
+    ]
+    assert installs[0] == installs[1] and len(installs[0]) == 1
+    answer, check = (
+        next(c for c in student.cells if tag in c.metadata.get("tags", [])) for tag in ("exercise", "check")
+    )
+    ref = _release(repo, "0.0.4")
+    imports = "import torch\nfrom smoothgrad_lib.exercises import check_gradient\n"
+    result = run_cell(f"file://localhost{repo}", ref, "0.0.4", after=imports + answer.source + "\n" + check.source)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Exercise 1.1: not yet. not answered yet" in result.stdout, result.stdout
