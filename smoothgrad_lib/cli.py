@@ -101,7 +101,46 @@ def _roar(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
-COMMANDS = (_add_train_shapes, _add_explain, _add_roar)
+def _add_grade(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "grade",
+        help="grade submitted exercise notebooks into a CSV (and feedback files)",
+        description="Grade students' notebooks against the teacher versions: each answer runs in a fresh process, "
+        "in a temporary folder, with its time limit, on the public and hidden cases of its check; written answers "
+        "become manual rows with their rubric. One CSV row per student and exercise. Exit 0 once every submission "
+        "is graded, 2 for unreadable input. docs/teaching.md says what it defends against.",
+    )
+    parser.add_argument(
+        "submissions",
+        nargs="+",
+        type=Path,
+        metavar="SUBMISSION",
+        help="a notebook, or a folder of notebooks; the student id is the file's stem",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the CSV file to write (e.g. grades.csv)")
+    parser.add_argument("--feedback", type=Path, help="a folder for one Markdown feedback file per student")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per exercise (default: 60)")
+    parser.add_argument("--key", type=Path, help="the teacher notebooks (default: report/ of this repository)")
+    parser.add_argument("--seed", type=int, help="seed of the hidden cases (default: a new one, printed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_grade)
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from . import grading
+
+    return grading.main(
+        args.submissions,
+        args.out,
+        key=args.key,
+        feedback=args.feedback,
+        timeout=args.timeout,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+
+
+COMMANDS = (_add_train_shapes, _add_explain, _add_roar, _add_grade)
 
 
 def main(argv: list[str] | None = None) -> int:

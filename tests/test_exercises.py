@@ -6,8 +6,6 @@ that every property holds. Here the student versions (exercises/*.ipynb) are che
 typical wrong answers: each must print the hint written for that mistake, never raise.
 """
 
-import contextlib
-import io
 import re
 import textwrap
 from pathlib import Path
@@ -28,15 +26,12 @@ def tagged(notebook: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookN
     return [cell for cell in notebook.cells if tag in cell.metadata.get("tags", [])]
 
 
-def run(*sources: str) -> str:
-    """Execute cell sources in one fresh namespace (torch and the check functions imported); what they print."""
+def run(answer: str, check: str) -> exercises.CheckResult:
+    """Execute an answer cell, then evaluate its check cell (one call), in one fresh namespace; the result."""
     checks = {name: getattr(exercises, name) for name in dir(exercises) if name.startswith("check")}
     namespace = {"torch": torch} | checks
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        for source in sources:
-            exec(compile(source, "<cell>", "exec"), namespace)  # noqa: S102 -- the notebooks' own cells
-    return printed.getvalue()
+    exec(compile(answer, "<cell>", "exec"), namespace)  # noqa: S102 -- the notebooks' own cells
+    return eval(compile(check, "<check>", "eval"), namespace)  # noqa: S307
 
 
 def test_every_report_notebook_has_a_student_version():
@@ -58,8 +53,8 @@ def test_three_kinds_of_exercise_in_every_notebook(name):
 @pytest.mark.parametrize("name", sorted(TEACHER))
 def test_teacher_solutions_pass_their_checks(name):
     for cell in tagged(TEACHER[name], "check"):
-        printed = "".join(output.get("text", "") for output in cell.outputs)
-        assert re.search(r"Exercise \d\.\d: all \d+ checks pass", printed), printed
+        shown = "".join(output.get("data", {}).get("text/plain", "") for output in cell.outputs)
+        assert re.search(r"^Exercise \d\.\d: all \d+ checks pass", shown), shown
 
 
 @pytest.mark.parametrize("name", sorted(STUDENT))
@@ -81,7 +76,8 @@ def test_empty_answers_get_the_not_answered_hint(name):
     answers, checks = tagged(STUDENT[name], "exercise"), tagged(STUDENT[name], "check")
     assert len(answers) == len(checks) >= 1
     for answer, check in zip(answers, checks, strict=True):
-        assert exercises.NOT_ANSWERED in run(answer.source, check.source)
+        result = run(answer.source, check.source)
+        assert result.status == "not answered" and exercises.NOT_ANSWERED in str(result)
 
 
 WRONG = {
@@ -101,7 +97,7 @@ WRONG = {
                 x = x.detach().clone().requires_grad_(True)
                 return torch.autograd.grad(model(x).sum(), x)[0]
             """,
-            "row t of its weights",
+            "gradient of the sum of all logits",
         ),
         (
             """
@@ -113,6 +109,10 @@ WRONG = {
         ),
         ("def my_gradient(model, x, target):\n    x.sum()\n", "did you forget to `return`"),
         ("def my_gradient(model, x, target):\n    return x[0]\n", "of shape (2, 3, 4, 4), got (3, 4, 4)"),
+        (
+            "def my_gradient(model, x, target):\n    return vanilla_gradient(model, x, target)\n",
+            "library's `vanilla_gradient`",
+        ),
     ],
     "my_smoothgrad": [
         (
@@ -122,7 +122,7 @@ WRONG = {
                          for _ in range(n_samples)]
                 return torch.stack(grads).abs().mean(0)
             """,
-            "not their absolute values",
+            "absolute values of the answer",
         ),
         (
             """
@@ -135,11 +135,29 @@ WRONG = {
         (
             """
             def my_smoothgrad(model, x, target, sigma, n_samples, generator):
-                grads = [vanilla_gradient(model, x + sigma * torch.randn(x.shape, generator=generator), target)
+                return sum(vanilla_gradient(model, x + sigma * torch.randn(x.shape, generator=generator), target)
+                           for _ in range(n_samples))
+            """,
+            "do not sum them",
+        ),
+        (
+            """
+            def my_smoothgrad(model, x, target, sigma, n_samples, generator):
+                span = (x.amax((1, 2, 3)) - x.amin((1, 2, 3)))[:, None, None, None]
+                grads = [vanilla_gradient(model, x + sigma * span * torch.randn(x.shape, generator=generator), target)
                          for _ in range(n_samples)]
                 return torch.stack(grads).mean(0)
             """,
-            "draw image by image",
+            "sigma x (max - min) of each image",
+        ),
+        (
+            """
+            def my_smoothgrad(model, x, target, sigma, n_samples, generator):
+                grads = [vanilla_gradient(model, x + sigma * torch.randn(x.shape, generator=generator))
+                         for _ in range(n_samples)]
+                return torch.stack(grads).mean(0)
+            """,
+            "other classes than its target",
         ),
     ],
     "my_smoothed_derivative": [
@@ -148,7 +166,7 @@ WRONG = {
             def my_smoothed_derivative(f, x, sigma, n_samples, generator):
                 return f(x + sigma * torch.randn(n_samples, generator=generator)).mean().item()
             """,
-            "with sigma = 0 it should be f'(1)",
+            "this is f(1), not f'(1)",
         ),
         (
             """
@@ -156,7 +174,16 @@ WRONG = {
                 points = (x + 2 * sigma * torch.randn(n_samples, generator=generator)).requires_grad_(True)
                 return torch.autograd.grad(f(points).sum(), points)[0].mean().item()
             """,
-            "(closed form)",
+            "standard deviation 2 sigma",
+        ),
+        (
+            """
+            def my_smoothed_derivative(f, x, sigma, n_samples, generator):
+                torch.manual_seed(0)
+                points = (x + sigma * torch.randn(n_samples)).requires_grad_(True)
+                return torch.autograd.grad(f(points).sum(), points)[0].mean().item()
+            """,
+            "calls torch.manual_seed",
         ),
     ],
     "my_deletion_curve": [
@@ -202,9 +229,19 @@ WRONG = {
             """,
             "keep each image's largest",
         ),
+        (
+            """
+            def my_max_sensitivity(explain_fn, x, radius, n_samples, generator):
+                return max_sensitivity(explain_fn, x, radius, n_samples, generator=generator)
+            """,
+            "library's `max_sensitivity`",
+        ),
     ],
 }
-HELPERS = "from smoothgrad_lib import vanilla_gradient\nfrom smoothgrad_lib.metrics import uniform_ball_noise\n"
+HELPERS = (
+    "from smoothgrad_lib import vanilla_gradient\n"
+    "from smoothgrad_lib.metrics import max_sensitivity, uniform_ball_noise\n"
+)
 
 
 def wrong_answer_cases() -> list[tuple[str, str, str]]:
@@ -221,8 +258,8 @@ def test_wrong_answers_get_their_hint_not_a_traceback(name, function, index):
     answers, checks = tagged(STUDENT[name], "exercise"), tagged(STUDENT[name], "check")
     check = next(c for a, c in zip(answers, checks, strict=True) if f"def {function}(" in a.source)
     source, hint = WRONG[function][index]
-    printed = run(HELPERS + textwrap.dedent(source), check.source)
-    assert "not yet" in printed and hint in printed, printed
+    result = run(HELPERS + textwrap.dedent(source), check.source)
+    assert result.status in ("failed", "error") and "not yet" in str(result) and hint in str(result), result
 
 
 def test_predictions_not_written_yet_or_off_the_list_get_a_hint():
@@ -231,13 +268,14 @@ def test_predictions_not_written_yet_or_off_the_list_get_a_hint():
             namespace: dict = {}
             exec(compile(cell.source, name, "exec"), namespace)  # noqa: S102
             assert all(namespace[v] is None for v in namespace if v.startswith("prediction_")), cell.source
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exercises.check_choice("9.9", None, "b", ("a", "b"), "")
-        exercises.check_choice("9.9", "c", "b", ("a", "b"), "")
-        exercises.check_number("9.9", None, 0.0, 1.0, "")
-        exercises.check_number("9.9", "two", 0.0, 1.0, "")
-    assert printed.getvalue().splitlines() == [
+    results = [
+        exercises.check_choice("9.9", None, "b", ("a", "b"), ""),
+        exercises.check_choice("9.9", "c", "b", ("a", "b"), ""),
+        exercises.check_number("9.9", None, 0.0, 1.0, ""),
+        exercises.check_number("9.9", "two", 0.0, 1.0, ""),
+    ]
+    assert [r.status for r in results] == ["not answered", "failed", "not answered", "failed"]
+    assert [str(r) for r in results] == [
         "Exercise 9.9: write your prediction first: one of 'a', 'b'.",
         "Exercise 9.9: 'c' is not one of the options 'a', 'b'.",
         "Exercise 9.9: write your prediction first: a number.",
@@ -246,12 +284,13 @@ def test_predictions_not_written_yet_or_off_the_list_get_a_hint():
 
 
 def test_a_right_or_wrong_prediction_is_told_which_with_the_reason():
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exercises.check_choice("9.9", "a", "a", ("a", "b"), "Why.")
-        exercises.check_choice("9.9", "b", "a", ("a", "b"), "Why.")
-        exercises.check_number("9.9", 2, 0.35, 0.78, "Why.")
-    assert printed.getvalue().splitlines() == [
+    results = [
+        exercises.check_choice("9.9", "a", "a", ("a", "b"), "Why."),
+        exercises.check_choice("9.9", "b", "a", ("a", "b"), "Why."),
+        exercises.check_number("9.9", 2, 0.35, 0.78, "Why."),
+    ]
+    assert [r.status for r in results] == ["passed", "failed", "failed"]
+    assert [str(r) for r in results] == [
         "Exercise 9.9: you predicted 'a', and so it is. Why.",
         "Exercise 9.9: you predicted 'b'; the measurement says 'a'. Why.",
         "Exercise 9.9: you predicted 2, outside the measured [0.35, 0.78]. Why.",
@@ -269,3 +308,78 @@ def test_solution_blocks_become_placeholders_at_their_indentation():
     for broken in ("### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN SOLUTION"):
         with pytest.raises(ValueError, match="SOLUTION"):
             make_exercises.strip_solutions(broken)
+
+
+CORRECT = {
+    "my_gradient": """
+        def my_gradient(model, x, target):
+            rows = []
+            for b in range(len(x)):
+                image = x[b : b + 1].detach().clone().requires_grad_(True)
+                rows.append(torch.autograd.grad(model(image)[0, target[b]], image)[0][0])
+            return torch.stack(rows)
+        """,
+    "my_smoothgrad": """
+        def my_smoothgrad(model, x, target, sigma, n_samples, generator):
+            noise = torch.randn((n_samples, *x.shape), generator=generator)  # the whole batch at once
+            return torch.stack([vanilla_gradient(model, x + sigma * eps, target) for eps in noise]).mean(0)
+        """,
+    "my_max_sensitivity": """
+        def my_max_sensitivity(explain_fn, x, radius, n_samples, generator):
+            scores = []
+            for b in range(len(x)):  # image by image, drawn with torch.rand
+                image = x[b : b + 1]
+                reference = explain_fn(image)
+                changes = [
+                    (explain_fn(image + (2 * torch.rand(image.shape, generator=generator) - 1) * radius) - reference)
+                    .norm() / reference.norm() for _ in range(n_samples)
+                ]
+                scores.append(max(changes))
+            return torch.stack(scores)
+        """,
+}
+
+
+@pytest.mark.parametrize("function", sorted(CORRECT))
+def test_a_correct_answer_written_differently_passes_public_and_hidden_cases(function):
+    check = {"my_gradient": exercises.check_gradient, "my_smoothgrad": exercises.check_smoothgrad}.get(
+        function, exercises.check_max_sensitivity
+    )
+    namespace = {"torch": torch, "vanilla_gradient": exercises.vanilla_gradient}
+    exec(textwrap.dedent(CORRECT[function]), namespace)  # noqa: S102
+    for hidden in (None, 1, 2):
+        result = check(namespace[function], hidden=hidden)
+        assert result.passed, result
+
+
+# Each prediction's measured answer, and other ways of stating it, that nothing may say before its measuring cell.
+GIVE_AWAYS = {
+    "1.2": ("about the same", "no smoother", "not smoother"),
+    "2.2": ("below 0.5", "0.271"),
+    "3.2": ("0.56", "0.35", "0.78"),
+    "4.2": ("none or almost none", "none of 62", "none of the 62", "0 of 62", "better in none"),
+    "5.2": ("SG, new noise", "0.312"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STUDENT))
+def test_nothing_gives_a_prediction_away_before_its_measurement(name):
+    cells = STUDENT[name].cells
+    (prediction,) = tagged(STUDENT[name], "prediction")
+    (measured,) = tagged(STUDENT[name], "prediction-check")
+    exercise = prediction.metadata["exercise"]["id"]
+    question = cells[cells.index(prediction) - 1]
+    before = [c.source for c in cells[: cells.index(measured)] if c is not prediction and c is not question]
+    for phrase in GIVE_AWAYS[exercise]:
+        assert not any(phrase in source for source in before), (exercise, phrase)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert not any(phrase in readme for phrase in GIVE_AWAYS[exercise][1:]), exercise
+
+
+@pytest.mark.parametrize("name", sorted(STUDENT))
+def test_student_versions_link_to_no_teacher_version_and_hold_no_key(name):
+    text = nbformat.writes(STUDENT[name])
+    assert not re.search(r"report/0[1-5]-", text)  # the teacher versions hold the solutions
+    assert "rubric" not in text and '"answer"' not in text and "Teacher version" not in text
+    links = re.findall(r"\]\(([\w./-]+\.ipynb)", text)
+    assert all((ROOT / "exercises" / link).exists() for link in links), links

@@ -6,8 +6,11 @@
 The teacher version is the report notebook itself: nbval executes it with its solutions. A student version is the
 same notebook with, in code cells, every block between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` replaced by
 ``# YOUR CODE HERE`` (and ``raise NotImplementedError`` inside a function, so that its check says "not answered
-yet"), the markdown cells tagged ``solution`` (model answers) removed, every output cleared, a note on top, and the
-links re-pointed: the Colab badge at the student version, links to other notebooks at report/.
+yet"), the markdown cells tagged ``solution`` (model answers) or ``teacher`` removed, the answers and rubrics
+removed from the exercises' cell metadata (their ids, kinds and points stay: the grader matches cells by them),
+every output cleared, a note on top, and the links re-pointed: the Colab badge at the student version, links to
+other notebooks with exercises at their student versions (same folder), links to the others at report/. No student
+version links to a teacher version.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT, EXERCISES = ROOT / "report", ROOT / "exercises"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SOLUTION_TAG = "solution"
+TEACHER_ONLY = {SOLUTION_TAG, "teacher"}  # markdown cells the student version drops
+KEY_FIELDS = ("answer", "rubric")  # exercise metadata the student version drops
 
 
 def has_exercises(notebook: nbformat.NotebookNode) -> bool:
@@ -52,40 +57,57 @@ def strip_solutions(source: str) -> str:
     return "\n".join(out)
 
 
-def student_version(notebook: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """The student version of the teacher notebook ``name`` (a file name in report/)."""
+def student_version(notebook: nbformat.NotebookNode, name: str, with_exercises: set[str]) -> nbformat.NotebookNode:
+    """The student version of the teacher notebook ``name`` (a file name in report/).
+
+    ``with_exercises`` names the report notebooks that have a student version: links to them stay in the folder.
+    """
     student = nbformat.from_dict(notebook)
     cells = []
     for cell in student.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type == "markdown" and tags & TEACHER_ONLY:
+            continue
+        exercise = cell.metadata.get("exercise")
+        if exercise:
+            cell.metadata["exercise"] = {k: v for k, v in exercise.items() if k not in KEY_FIELDS}
         if cell.cell_type == "markdown":
-            if SOLUTION_TAG in cell.metadata.get("tags", []):
-                continue
-            cell.source = cell.source.replace(f"blob/main/report/{name}", f"blob/main/exercises/{name}")
-            cell.source = re.sub(r"\]\((\d\d-[\w-]+\.ipynb)", r"](../report/\1", cell.source)
+            if "colab-badge" in tags:
+                cell.source = cell.source.replace(f"blob/main/report/{name}", f"blob/main/exercises/{name}")
+            cell.source = re.sub(
+                r"\]\((\d\d-[\w-]+\.ipynb)",
+                lambda link: f"]({'' if link.group(1) in with_exercises else '../report/'}{link.group(1)}",
+                cell.source,
+            )
         elif cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
     note = nbformat.v4.new_markdown_cell(
-        f"**Student version** of [{name}](../report/{name}), made by `make exercises`: the solutions of the "
-        "exercises are removed and no cell has run yet. Run the cells from the top; each exercise's check cell "
-        "says which property of your answer holds and, for the first that does not, what to change.",
+        "**Student version**, made by `make exercises`: the solutions of the exercises are removed and no cell has "
+        "run yet. Run the cells from the top; each exercise's check cell says which property of your answer holds "
+        "and, for the first that does not, what to change. To hand it in, save it under the name your teacher asks "
+        "for (the grader takes the file's name as your id).",
         id="student-version",
     )
     student.cells = cells[:1] + [note] + cells[1:]
     return student
 
 
+def student_versions() -> dict[str, nbformat.NotebookNode]:
+    """Every report notebook with exercises, as its student version, by file name."""
+    teachers = {path.name: nbformat.read(path, as_version=4) for path in sorted(REPORT.glob("*.ipynb"))}
+    with_exercises = {name for name, notebook in teachers.items() if has_exercises(notebook)}
+    return {name: student_version(teachers[name], name, with_exercises) for name in sorted(with_exercises)}
+
+
 def write_all(check: bool) -> int:
     """Write (or, with ``check``, compare) the student version of every report notebook with exercises."""
     EXERCISES.mkdir(exist_ok=True)
     stale = []
-    for path in sorted(REPORT.glob("*.ipynb")):
-        notebook = nbformat.read(path, as_version=4)
-        if not has_exercises(notebook):
-            continue
-        text = nbformat.writes(student_version(notebook, path.name)) + "\n"
-        target = EXERCISES / path.name
+    for name, notebook in student_versions().items():
+        text = nbformat.writes(notebook) + "\n"
+        target = EXERCISES / name
         if check:
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 stale.append(target.name)

@@ -1,0 +1,488 @@
+"""Grade submitted notebooks: ``python -m smoothgrad_lib grade SUBMISSION... --out grades.csv``.
+
+The answer key is the teacher versions of the notebooks (``report/``): each exercise's cell carries, in its
+metadata under ``"exercise"``, its id, kind (``implement``, ``predict``, ``interpret``) and points; a prediction
+also its options and the measured answer, a written (interpret) answer its rubric. ``tools/make_exercises.py``
+removes the answers and rubrics from the student versions and keeps the rest, so that a submission's cells can be
+matched to the key.
+
+Each answer is graded in a process of its own, forked from a server that has imported the library and nothing of
+the submission, in an empty temporary folder, with a clean environment, one CPU thread and a time limit. That
+process runs the notebook's import statements (taken from the teacher version) and the student's answer cell,
+nothing else of the submission, and then the check (``smoothgrad_lib.exercises``), with hidden cases; it sends
+back the check's result as JSON. Scores come from that result, never from what a notebook printed, and a student's
+printout is discarded. A library module changed by the student's code (a redefined check, say) makes the
+exercise an ``error``. A crash or a time-out costs only that exercise.
+
+This defends against honest mistakes and casual tampering. A determined student can still run arbitrary code in
+the grading process (read files, use the network, tamper in ways no snapshot sees): run the grader in a container
+without network for that (``docs/teaching.md``).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import math
+import multiprocessing
+import os
+import random
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from . import exercises
+
+Kind = Literal["implement", "predict", "interpret"]
+ROW_FIELDS = ("student", "notebook", "exercise", "kind", "points", "max_points", "status", "feedback")
+PLACEHOLDER = re.compile(r"\*\*Your answer:\*\*|\*\(double-click to write\)\*")
+NOT_GRADED_CELLS = {"colab-install", "exercise", "prediction", "check", "prediction-check"}
+
+
+class UnreadableSubmission(ValueError):
+    """A submission (or the key) that cannot be read as an exercise notebook; the message says why."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of the key: what it is worth and how it is graded.
+
+    ``name`` is the function (implement) or variable (predict) the answer cell defines; ``answer`` the measured
+    option or ``[low, high]`` interval of a prediction; ``rubric`` the (points, criterion) pairs of a written answer.
+    """
+
+    id: str
+    kind: Kind
+    points: float
+    name: str | None = None
+    options: tuple[str, ...] = ()
+    answer: Any = None
+    rubric: tuple[tuple[float, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One teacher notebook: its name, its import statements and its exercises in order."""
+
+    notebook: str
+    imports: str
+    exercises: tuple[Exercise, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(exercise.points for exercise in self.exercises)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of ``grades.csv``: one student's result on one exercise (``points`` None for a manual grade)."""
+
+    student: str
+    notebook: str
+    exercise: str
+    kind: Kind
+    points: float | None
+    max_points: float
+    status: str
+    feedback: str
+
+
+# --- the key and the submissions ---------------------------------------------------------------------------------
+
+
+def _read_notebook(path: Path) -> Any:
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError, nbformat.reader.NotJSONError) as error:
+        what = "a directory" if path.is_dir() else "not found" if not path.exists() else "not a notebook"
+        raise UnreadableSubmission(f"cannot read {path}: {what} ({type(error).__name__})") from None
+
+
+def exercise_of(cell: Any) -> Exercise | None:
+    """The exercise a cell's metadata declares, or None."""
+    meta = cell.get("metadata", {}).get("exercise")
+    if not meta:
+        return None
+    return Exercise(
+        id=str(meta["id"]),
+        kind=meta["kind"],
+        points=float(meta["points"]),
+        name=meta.get("name"),
+        options=tuple(meta.get("options", ())),
+        answer=meta.get("answer"),
+        rubric=tuple((float(points), text) for points, text in meta.get("rubric", ())),
+    )
+
+
+def import_statements(sources: Iterable[str]) -> str:
+    """The top-level ``import``/``from`` statements of some code cells, in order, one per line."""
+    statements = []
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        statements += [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(dict.fromkeys(statements))
+
+
+def read_key(notebook: Path) -> Key:
+    """The key of one teacher notebook (its exercises must declare points, and predictions their answers)."""
+    cells = _read_notebook(notebook).cells
+    found = tuple(sorted((e for e in map(exercise_of, cells) if e is not None), key=lambda e: e.id))
+    for exercise in found:
+        if exercise.kind == "predict" and exercise.answer is None:
+            raise UnreadableSubmission(f"{notebook} is not a teacher version: prediction {exercise.id} has no answer")
+    sources = [
+        cell.source
+        for cell in cells
+        if cell.cell_type == "code" and not NOT_GRADED_CELLS & set(cell.metadata.get("tags", []))
+    ]
+    return Key(notebook.stem, import_statements(sources), found)
+
+
+def answer_keys(folder: Path) -> dict[str, Key]:
+    """The keys of every teacher notebook with exercises in ``folder``, by notebook name."""
+    keys = {key.notebook: key for key in map(read_key, sorted(folder.glob("*.ipynb"))) if key.exercises}
+    if not keys:
+        raise UnreadableSubmission(f"no teacher notebook with exercises in {folder}")
+    return keys
+
+
+def _answer_cell(cells: Sequence[Any], exercise: Exercise) -> Any | None:
+    """The submission's cell for ``exercise``: by its metadata, else by its content (a copy that lost metadata)."""
+    for cell in cells:
+        if (cell.get("metadata", {}).get("exercise") or {}).get("id") == exercise.id:
+            return cell
+    if exercise.kind == "interpret":
+        for question, answer in zip(cells, cells[1:], strict=False):
+            if question.source.startswith(f"**Exercise {exercise.id} (interpret)"):
+                return answer
+        return None
+    pattern = rf"^def {exercise.name}\(" if exercise.kind == "implement" else rf"^{exercise.name}\s*="
+    return next((cell for cell in cells if cell.cell_type == "code" and re.search(pattern, cell.source, re.M)), None)
+
+
+def read_submission(path: Path, keys: dict[str, Key]) -> tuple[Key, dict[str, str]]:
+    """The key a submitted notebook answers, and its answer cells' sources by exercise id."""
+    cells = _read_notebook(path).cells
+    best, answers = None, {}
+    for key in keys.values():
+        found = {exercise.id: _answer_cell(cells, exercise) for exercise in key.exercises}
+        found = {id_: cell.source for id_, cell in found.items() if cell is not None}
+        if len(found) > len(answers):
+            best, answers = key, found
+    if best is None:
+        raise UnreadableSubmission(f"{path} holds none of the exercises of {', '.join(keys)}")
+    return best, answers
+
+
+# --- running one answer in its own process -----------------------------------------------------------------------
+
+
+def _library_state() -> dict[str, dict[str, int]]:
+    """The identity of every object in every loaded smoothgrad_lib module (to see a student's redefinitions)."""
+    return {
+        name: {attribute: id(value) for attribute, value in vars(module).items()}
+        for name, module in list(sys.modules.items())
+        if name.startswith("smoothgrad_lib") and module is not None
+    }
+
+
+def _changed(before: dict[str, dict[str, int]]) -> list[str]:
+    after = _library_state()
+    return [
+        f"{module}.{attribute}"
+        for module, attributes in before.items()
+        for attribute, identity in attributes.items()
+        if after.get(module, {}).get(attribute) != identity
+    ]
+
+
+def _isolate(folder: str) -> None:
+    """Run in an empty folder with a clean environment, one thread, discarded output and bounded memory."""
+    import torch
+
+    os.chdir(folder)
+    os.environ.clear()
+    os.environ.update(HOME=folder, TMPDIR=folder, MPLCONFIGDIR=folder, MPLBACKEND="Agg", PATH=os.defpath)
+    null = os.open(os.devnull, os.O_RDWR)
+    for descriptor in (0, 1, 2):
+        os.dup2(null, descriptor)
+    sys.stdin, sys.stdout, sys.stderr = open(os.devnull), open(os.devnull, "w"), open(os.devnull, "w")  # noqa: SIM115
+    torch.set_num_threads(1)
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        limit = pages * os.sysconf("SC_PAGE_SIZE") + 4 * 2**30  # what is mapped now, plus 4 GiB
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, OSError, ValueError):  # not Linux: no memory bound
+        pass
+
+
+def _one_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def _work(job: dict[str, Any], folder: str, connection: Connection) -> None:
+    """In the child: the imports, the answer cell, then the check; the outcome goes back as JSON bytes."""
+    check = exercises.CHECKS.get(job["id"])  # taken before any student code runs
+    _isolate(folder)
+
+    def send(message: dict[str, Any]) -> None:
+        connection.send_bytes(json.dumps(message).encode())
+
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(job["imports"], "<the notebook's imports>", "exec"), namespace)  # noqa: S102 -- the teacher's
+    before = _library_state()
+    try:
+        exec(compile(job["source"], f"<your answer to {job['id']}>", "exec"), namespace)  # noqa: S102
+    except BaseException as error:  # noqa: BLE001 -- a student's cell may raise anything
+        send({"status": "error", "line": f"your answer cell raised {_one_line(error)}"})
+        return
+    value = namespace.get(job["name"])
+    if job["kind"] == "predict":
+        plain = value if isinstance(value, (str, int, float, type(None))) and value == value else repr(value)
+        send({"value": plain})
+        return
+    if not callable(value):
+        send({"status": "error", "line": f"your answer cell does not define the function `{job['name']}`"})
+        return
+    result = check(value, hidden=job["hidden"])
+    changed = _changed(before)
+    if changed:
+        send({"status": "error", "line": f"your code changes the library: {', '.join(changed[:3])}", "mistake": None})
+        return
+    send({"status": result.status, "line": result.line, "mistake": result.mistake})
+
+
+def imported_modules(imports: str) -> list[str]:
+    """The modules that some import statements load (``from a.b import c`` loads ``a.b``)."""
+    modules = []
+    for node in ast.parse(imports).body:
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.append(node.module)
+    return modules
+
+
+def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """Processes forked from a server that imported the library and the notebook's modules once, before any
+    student code (fast, and each child starts from the same clean state); spawned where forking is unavailable.
+    The server starts on first use and keeps its modules for the rest of the grading run."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["smoothgrad_lib.grading", *preload])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def run_isolated(job: dict[str, Any], timeout: float, *, preload: Sequence[str] = ()) -> dict[str, Any]:
+    """Run one answer (``job``: kind, id, name, imports, source, hidden) in its own process; its JSON outcome.
+
+    ``preload``: modules for the server to import first (the first call's list holds for the whole run).
+    """
+    context = _context(preload)
+    receive, send = context.Pipe(duplex=False)
+    with tempfile.TemporaryDirectory(prefix="smoothgrad-grade-") as folder:
+        process = context.Process(target=_work, args=(job, folder, send), daemon=True)
+        process.start()
+        send.close()
+        try:
+            if not receive.poll(timeout):
+                return {"status": "timeout", "line": f"no result within the time limit of {timeout:g} s"}
+            return json.loads(receive.recv_bytes(maxlength=2**20))
+        except (EOFError, OSError, ValueError):
+            return {"status": "error", "line": "your code ended the grading process (exit, os._exit or a crash)"}
+        finally:
+            process.kill()
+            process.join()
+            receive.close()
+
+
+# --- grading --------------------------------------------------------------------------------------------------
+
+
+def _prediction(exercise: Exercise, value: Any) -> exercises.CheckResult:
+    if isinstance(exercise.answer, list):
+        low, high = exercise.answer
+        return exercises.check_number(exercise.id, value, low, high, "")
+    return exercises.check_choice(exercise.id, value, exercise.answer, exercise.options, "")
+
+
+def _written(source: str) -> str:
+    return PLACEHOLDER.sub("", source).strip()
+
+
+def grade_submission(
+    student: str,
+    key: Key,
+    answers: dict[str, str],
+    *,
+    timeout: float = 60.0,
+    hidden: int = 0,
+    preload: Sequence[str] = (),
+) -> list[Row]:
+    """One row per exercise of ``key`` for one student's answers (cell sources by exercise id)."""
+    rows = []
+    for exercise in key.exercises:
+        source = answers.get(exercise.id, "")
+        row = Row(student, key.notebook, exercise.id, exercise.kind, 0.0, exercise.points, "not answered", "")
+        if exercise.kind == "interpret":
+            text = _written(source)
+            status = "manual" if text else "not answered"
+            rows.append(replace(row, points=None if text else 0.0, status=status, feedback=text))
+            continue
+        if not source.strip():
+            rows.append(replace(row, feedback="no answer cell found"))
+            continue
+        job = {
+            "kind": exercise.kind,
+            "id": exercise.id,
+            "name": exercise.name,
+            "imports": key.imports,
+            "source": source,
+            "hidden": hidden,
+        }
+        outcome = run_isolated(job, timeout, preload=preload or imported_modules(key.imports))
+        if "value" in outcome:
+            result = _prediction(exercise, outcome["value"])
+            outcome = {"status": result.status, "line": result.line}
+        points = exercise.points if outcome["status"] == "passed" else 0.0
+        rows.append(replace(row, points=points, status=outcome["status"], feedback=outcome["line"]))
+    return rows
+
+
+def submissions(paths: Iterable[Path]) -> list[Path]:
+    """Every notebook named, or found directly in a named folder; a path that is neither is an error."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.glob("*.ipynb") if not p.name.startswith("."))
+        elif path.suffix == ".ipynb" and path.is_file():
+            found.append(path)
+        else:
+            what = "not found" if not path.exists() else "not a .ipynb notebook"
+            raise UnreadableSubmission(f"cannot grade {path}: {what}")
+    if not found:
+        raise UnreadableSubmission("no notebook to grade among " + ", ".join(map(str, paths)))
+    return found
+
+
+def grade(
+    paths: Iterable[Path], keys: dict[str, Key], *, timeout: float = 60.0, hidden: int = 0, progress: bool = True
+) -> list[Row]:
+    """Grade every submission (read all first, so that unreadable input stops before any long work)."""
+    read = [(path.stem, *read_submission(path, keys)) for path in submissions(paths)]
+    preload = sorted({module for key in keys.values() for module in imported_modules(key.imports)})
+    rows = []
+    for student, key, answers in tqdm(read, desc="grading", unit="notebook", disable=not progress):
+        rows += grade_submission(student, key, answers, timeout=timeout, hidden=hidden, preload=preload)
+    return rows
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(ROW_FIELDS)
+        for row in rows:
+            points = "" if row.points is None else f"{row.points:g}"
+            writer.writerow(
+                [
+                    row.student,
+                    row.notebook,
+                    row.exercise,
+                    row.kind,
+                    points,
+                    f"{row.max_points:g}",
+                    row.status,
+                    row.feedback,
+                ]
+            )
+
+
+def feedback_text(rows: Sequence[Row], key: Key, hidden: int) -> str:
+    """One student's feedback on one notebook, as Markdown: points, each check's message, the rubrics."""
+    automatic = sum(row.points or 0.0 for row in rows)
+    graded = sum(row.max_points for row in rows if row.kind != "interpret")
+    written = sum(row.max_points for row in rows if row.kind == "interpret")
+    lines = [
+        f"# {rows[0].student}: {key.notebook}",
+        "",
+        f"**{automatic:g} of {graded:g} points** from the checks; the written answers ({written:g} points) are "
+        f"graded by your teacher. Total possible: {key.total:g}.",
+        "",
+    ]
+    for row, exercise in zip(rows, key.exercises, strict=True):
+        score = "to be graded" if row.points is None else f"{row.points:g} of {row.max_points:g}"
+        lines += [f"## Exercise {row.exercise} ({row.kind}): {score} ({row.status})", ""]
+        if row.kind == "interpret":
+            lines += ["Your answer:", "", *(f"> {line}" for line in (row.feedback or "(none)").splitlines()), ""]
+            lines += ["Rubric:", "", *(f"- {points:g} point(s): {criterion}" for points, criterion in exercise.rubric)]
+        else:
+            lines.append(row.feedback or "(no message)")
+        lines.append("")
+    lines.append(f"Graded with hidden cases drawn from seed {hidden} (`--seed {hidden}` reproduces this grading).")
+    return "\n".join(lines) + "\n"
+
+
+def write_feedback(rows: Sequence[Row], keys: dict[str, Key], folder: Path, hidden: int) -> list[Path]:
+    """One Markdown file per student and notebook in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.student, row.notebook), []).append(row)
+    for (student, notebook), group in groups.items():
+        name = student if sum(s == student for s, _ in groups) == 1 else f"{student}-{notebook}"
+        path = folder / f"{name}.md"
+        path.write_text(feedback_text(group, keys[notebook], hidden), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def default_key_folder() -> Path:
+    """``report/`` beside the package, where a clone of the repository has the teacher versions."""
+    return Path(__file__).resolve().parents[1] / "report"
+
+
+def main(
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    key: Path | None = None,
+    feedback: Path | None = None,
+    timeout: float = 60.0,
+    seed: int | None = None,
+    progress: bool = True,
+) -> int:
+    """The ``grade`` command: 0 once every submission is graded, 2 with one line for unreadable input."""
+    hidden = random.SystemRandom().randrange(2**31) if seed is None else seed
+    if not math.isfinite(timeout) or timeout <= 0:
+        print(f"grade: --timeout must be a positive number of seconds, got {timeout}", file=sys.stderr)
+        return 2
+    try:
+        keys = answer_keys(key or default_key_folder())
+        rows = grade(paths, keys, timeout=timeout, hidden=hidden, progress=progress)
+    except UnreadableSubmission as error:
+        print(f"grade: {error}", file=sys.stderr)
+        return 2
+    write_csv(rows, out)
+    if feedback is not None:
+        write_feedback(rows, keys, feedback, hidden)
+    students = len({row.student for row in rows})
+    print(f"graded {students} submission(s), {len(rows)} rows -> {out} (hidden cases: --seed {hidden})")
+    return 0
