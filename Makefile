@@ -4,6 +4,7 @@
 # make lock       : re-resolve requirements.lock from pyproject.toml for every platform (uv, keeps existing pins)
 # make lockcheck  : check that requirements.lock installs on Linux x86-64/aarch64, macOS arm64 and Windows x86-64
 # make exercises  : write the student versions exercises/*.ipynb from the teacher versions in report/
+# make release    : write the students' release build/release/smoothgrad-exercises/ and .zip (no teacher material)
 # make crosscheck : nbval over report/ under other thread counts and older CPU kernels (tools/crosscheck.sh)
 # make wheel      : build dist/smoothgrad_lib-VERSION-py3-none-any.whl (to upload where git+https is not reachable)
 # report and test create or update .venv first (from requirements.lock), so a fresh clone needs nothing else;
@@ -18,7 +19,7 @@ STAMP := $(VENV)/.installed
 # prints the variables pointing there (the same list pytest's conftest.py uses). Expanded when a recipe runs.
 RUN = $(shell $(PYTHON) tools/scratch.py)
 
-.PHONY: report test venv browser clean lock lockcheck crosscheck wheel exercises
+.PHONY: report test venv browser clean lock lockcheck crosscheck wheel exercises release
 
 venv: $(STAMP)
 
@@ -60,6 +61,11 @@ browser:
 # The student versions of the notebooks (solutions removed, outputs cleared), from report/ (the teacher versions).
 exercises: $(STAMP)
 	$(PY) tools/make_exercises.py
+
+# What students get: the student versions (made afresh), the statistics appendix and a README; checked to hold no
+# solution, answer key or link to a teacher version.
+release: $(STAMP)
+	$(PY) -m tools.make_release
 
 test: $(STAMP)
 	@echo "==> ruff, unit tests, nbval over report/, rendered report"

@@ -8,6 +8,7 @@ typical wrong answers: each must print the hint written for that mistake, never 
 
 import re
 import textwrap
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from smoothgrad_lib import exercises
-from tools import make_exercises
+from tools import make_exercises, make_release
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = {path.name: nbformat.read(path, as_version=4) for path in sorted((ROOT / "report").glob("0[1-5]-*.ipynb"))}
@@ -383,3 +384,18 @@ def test_student_versions_link_to_no_teacher_version_and_hold_no_key(name):
     assert "rubric" not in text and '"answer"' not in text and "Teacher version" not in text
     links = re.findall(r"\]\(([\w./-]+\.ipynb)", text)
     assert all((ROOT / "exercises" / link).exists() for link in links), links
+
+
+def test_the_release_holds_student_versions_and_nothing_of_the_teachers(tmp_path):
+    archive = make_release.write_release(tmp_path)
+    folder = tmp_path / make_release.NAME
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*STUDENT, make_release.APPENDIX, "README.md"])
+    with zipfile.ZipFile(archive) as zipped:
+        assert len([n for n in zipped.namelist() if not n.endswith("/")]) == len(STUDENT) + 2
+    assert make_release.check_release(folder) == []
+    (folder / "01-vanilla-gradient.ipynb").write_text(nbformat.writes(TEACHER["01-vanilla-gradient.ipynb"]))
+    found = make_release.check_release(folder)  # a teacher version slipped in: said, every way it shows
+    assert {"a solution block", "an answer key in the metadata", "a teacher-only cell"} <= {
+        problem.split(": ", 1)[1] for problem in found
+    }
+    assert "pip install" in (folder / "README.md").read_text()
