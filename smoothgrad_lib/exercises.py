@@ -116,8 +116,18 @@ def _watching(functions: dict[str, Callable[..., Any]]) -> Iterator[list[str]]:
         sys.setprofile(previous)
 
 
-def _run(fn: Callable[..., Any], *args: Any, forbidden: dict[str, Callable[..., Any]]) -> Any:
-    """Call the student's function; a crash, a forbidden call or global seeding becomes a ``Failed``."""
+def _global_states() -> tuple[Any, ...]:
+    """The program-wide random states: torch's default generator, numpy's and Python's."""
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002 -- the global one
+
+
+def _run(fn: Callable[..., Any], *args: Any, forbidden: dict[str, Callable[..., Any]], seeded: bool = True) -> Any:
+    """Call the student's function; a crash, a forbidden call or global randomness becomes a ``Failed``.
+
+    ``seeded``: the function is given a generator, so it must leave the program-wide random states alone (a draw
+    from torch's, numpy's or Python's global generator, or a reseeding, changes them).
+    """
+    before = _global_states()
     try:
         with _watching(forbidden | GLOBAL_SEEDING) as called:
             value = fn(*args)
@@ -135,6 +145,24 @@ def _run(fn: Callable[..., Any], *args: Any, forbidden: dict[str, Callable[..., 
         raise Failed(
             f"your function calls the library's `{name}`, which this exercise asks you to write yourself",
             mistake=f"calls {name}",
+        )
+    after = _global_states()
+    changed = [
+        name
+        for name, old, new in zip(("torch's", "numpy's", "Python's"), before, after, strict=True)
+        if not (
+            torch.equal(old, new)
+            if isinstance(old, torch.Tensor)
+            else np.array_equal(old, new)
+            if isinstance(old, np.ndarray)
+            else old == new
+        )
+    ]
+    if seeded and changed:
+        raise Failed(
+            f"your function draws from (or reseeds) {changed[0]} global random generator: draw every random number "
+            "from the `generator` passed in, torch.randn(..., generator=generator)",
+            mistake="unseeded noise",
         )
     return value
 
@@ -353,7 +381,7 @@ def check_gradient(fn: Callable[..., torch.Tensor], *, hidden: int | None = None
     def closed_form(case: Case, name: str) -> Iterator[str]:
         before = case.x.clone()
         got = _tensor(
-            _run(fn, case.model, case.x, case.target, forbidden=GRADIENT_FUNCTIONS),
+            _run(fn, case.model, case.x, case.target, forbidden=GRADIENT_FUNCTIONS, seeded=False),
             tuple(case.x.shape),
             "a gradient shaped like x (B, C, H, W)",
         )
@@ -376,13 +404,13 @@ def check_gradient(fn: Callable[..., torch.Tensor], *, hidden: int | None = None
         yield from closed_form(_case(0, (2, 3, 4, 4), 5, curved=False), "")
         twin, images, labels = _twin_case()
         first = _tensor(
-            _run(fn, twin, images, labels, forbidden=GRADIENT_FUNCTIONS),
+            _run(fn, twin, images, labels, forbidden=GRADIENT_FUNCTIONS, seeded=False),
             tuple(images.shape),
             "a gradient shaped like x",
         )
         _compare(first, vanilla_gradient(twin, images, labels), 1e-4, "ReLU twin: against vanilla_gradient")
         yield "ReLU twin: vanilla_gradient"
-        second = _run(fn, twin, images, labels, forbidden=GRADIENT_FUNCTIONS)
+        second = _run(fn, twin, images, labels, forbidden=GRADIENT_FUNCTIONS, seeded=False)
         if not torch.equal(first, _tensor(second, tuple(images.shape), "a gradient")):
             raise Failed("two calls on the same input gave different gradients: a gradient has no randomness")
         yield "deterministic"
@@ -391,7 +419,9 @@ def check_gradient(fn: Callable[..., torch.Tensor], *, hidden: int | None = None
             yield from closed_form(_case(seed, (3, 2, 5, 7), 6, curved=True, span=2.0), " (hidden)")
             twin, images, labels = _twin_case("softplus", seed=seed % 1000, n=3)
             got = _tensor(
-                _run(fn, twin, images, labels, forbidden=GRADIENT_FUNCTIONS), tuple(images.shape), "a gradient"
+                _run(fn, twin, images, labels, forbidden=GRADIENT_FUNCTIONS, seeded=False),
+                tuple(images.shape),
+                "a gradient",
             )
             _compare(got, vanilla_gradient(twin, images, labels), 1e-4, "hidden case, Softplus twin, 3 images")
             yield "Softplus twin (hidden)"
@@ -713,7 +743,7 @@ def check_deletion_curve(fn: Callable[..., torch.Tensor], *, hidden: int | None 
     def order(case: Case, steps: int, name: str) -> Iterator[str]:
         model, x, target = case.model, case.x, case.target
         contributions = (model.gradient(x, target) * x).sum(1)
-        got = _run(fn, model, x, target, contributions, steps, forbidden=DELETION_FUNCTIONS)
+        got = _run(fn, model, x, target, contributions, steps, forbidden=DELETION_FUNCTIONS, seeded=False)
         got = _tensor(got, (len(x), steps + 1), "probabilities (B, steps + 1)")
         reference = deletion_curve(model, x, contributions, target, baseline=0.0, steps=steps)
         with torch.no_grad():
@@ -743,7 +773,7 @@ def check_deletion_curve(fn: Callable[..., torch.Tensor], *, hidden: int | None 
         maps = vanilla_gradient(twin, images, labels).abs().amax(1)
         before = images.clone()
         steps = 8
-        got = _run(fn, twin, images, labels, maps, steps, forbidden=DELETION_FUNCTIONS)
+        got = _run(fn, twin, images, labels, maps, steps, forbidden=DELETION_FUNCTIONS, seeded=False)
         got = _tensor(got, (len(images), steps + 1), "probabilities (B, steps + 1)")
         yield "shape"
         _unchanged(before, images)

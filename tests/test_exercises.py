@@ -131,7 +131,7 @@ WRONG = {
                 grads = [vanilla_gradient(model, x + sigma * torch.randn(x.shape), target) for _ in range(n_samples)]
                 return torch.stack(grads).mean(0)
             """,
-            "the same seed gave two different maps",
+            "torch's global random generator",
         ),
         (
             """
