@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .faithfulness import deletion_curve
-from .metrics import max_sensitivity
 from .models import load_model
+from .robustness import max_sensitivity
 from .saliency import smoothgrad, vanilla_gradient
 from .shapes import make_shapes
 

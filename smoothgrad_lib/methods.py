@@ -39,7 +39,7 @@ from ._checks import (
 from .aggregates import AGGREGATES, Aggregate, aggregate_samples
 from .faithfulness import blur
 from .lrp import lrp
-from .noise import DEFAULT_NOISE_LEVEL
+from .noise import DEFAULT_NOISE_LEVEL, uniform_noise
 from .saliency import Attribution, default_batch_size, noisy_gradients, smoothgrad, vanilla_gradient
 
 VANILLA_BLUR_SIGMA = 1.5  # pixels: the Gaussian that blurs the vanilla map of the "blurred_vanilla" baseline
@@ -577,8 +577,7 @@ def _blurred_vanilla(
 def _random(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    device = generator.device if generator is not None else x.device
-    return torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return uniform_noise(x[:, :1], generator)
 
 
 def _captum_inputs(x: torch.Tensor) -> torch.Tensor:

@@ -204,7 +204,7 @@ WRONG = {
         ),
     ],
 }
-HELPERS = "from smoothgrad_lib import vanilla_gradient\nfrom smoothgrad_lib.metrics import uniform_ball_noise\n"
+HELPERS = "from smoothgrad_lib import vanilla_gradient\nfrom smoothgrad_lib.robustness import uniform_ball_noise\n"
 
 
 def wrong_answer_cases() -> list[tuple[str, str, str]]:
