@@ -1,5 +1,6 @@
 # make report  : execute every notebook in report/ (offline default model) and render build/report/
 # make test    : ruff (lint, format check), unit tests, nbval over the committed notebooks, the rendered-report check
+# make quick   : ruff, unit tests and doctests of the library, no notebooks (for working on the library)
 # make browser : install Debian's chromium for the rendered-report test (as root with apt-get; .ci/run calls it)
 # make lock       : re-resolve requirements.lock from pyproject.toml for every platform (uv, keeps existing pins)
 # make lockcheck  : check that requirements.lock installs on Linux x86-64/aarch64, macOS arm64 and Windows x86-64
@@ -19,7 +20,7 @@ STAMP := $(VENV)/.installed
 # prints the variables pointing there (the same list pytest's conftest.py uses). Expanded when a recipe runs.
 RUN = $(shell $(PYTHON) tools/scratch.py)
 
-.PHONY: report test venv browser clean lock lockcheck crosscheck wheel exercises release
+.PHONY: report test quick venv browser clean lock lockcheck crosscheck wheel exercises release
 
 venv: $(STAMP)
 
@@ -72,6 +73,12 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(RUN) $(PY) -m pytest
+
+# pyproject.toml's addopts turn nbval on for every pytest call; this run leaves it out and collects no notebook.
+quick: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(RUN) $(PY) -m pytest -p no:nbval -o addopts="-ra --doctest-modules" tests smoothgrad_lib
 
 # One lock for every platform: environment markers select the CUDA packages on Linux, pywinpty on Windows, and so
 # on. The platforms and Pythons checked: the four of the README, and Python 3.11 (this project's floor) to 3.13

@@ -12,8 +12,9 @@ Layout, one concept per module (none imports from a module above it):
   ``noise`` (noise scale, ``NormalStream``, ``noisy_copies``), ``aggregates`` (the four aggregates,
   ``Estimate``, running moments, ``relative_error``);
 * estimators: ``saliency`` (vanilla gradient, SmoothGrad), ``smoothing`` (Stein, Softplus), ``maps``;
-* comparators: ``methods`` (one registry of attribution methods, ``all_attributions``);
-* measurements: ``metrics`` and ``faithfulness`` (scores of maps), ``randomisation`` (sanity checks),
+* comparators: ``methods`` (one registry of attribution methods, ``smoothed``, ``all_attributions``), ``lrp``;
+* measurements: ``metrics`` and ``faithfulness`` (scores of maps), ``robustness`` (scores of explanation
+  functions), ``randomisation`` (sanity checks),
   ``probes`` (the network around an image), ``montecarlo`` (Monte-Carlo error), ``stats``;
 * data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``; ``plotting``; ``explain``, ``cli``;
 * teaching: ``exercises`` (the notebooks' self-checks).
@@ -21,7 +22,7 @@ Layout, one concept per module (none imports from a module above it):
 Rules that keep it so:
 
 * no module imports a ``_name`` from another (the kernel's names are public within the package);
-* a metric goes in ``metrics`` or ``faithfulness``, a Monte-Carlo quantity in ``montecarlo``, a
+* a metric goes in ``metrics``, ``robustness`` or ``faithfulness``, a Monte-Carlo quantity in ``montecarlo``, a
   network probe in ``probes``;
 * a notebook cell holds narrative, library calls and printing, never a protocol;
 * measured figures live in the notebooks and the README, never in docstrings or comments;

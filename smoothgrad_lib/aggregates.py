@@ -150,19 +150,19 @@ class RunningMoments:
     of ``q^j`` (j <= 4), ``p``, ``p^2``, ``pq`` and ``pq^2`` (NaN below K = 3).
     """
 
-    def __init__(self, shape: torch.Size, aggregate: Aggregate, paired: bool) -> None:
+    def __init__(self, n_images: int, aggregate: Aggregate, paired: bool) -> None:
         self.aggregate, self.paired = aggregate, paired
         self.dtype = torch.float64
-        self.units = torch.zeros(shape[0], dtype=torch.long)
+        self.units = torch.zeros(n_images, dtype=torch.long)
         self.device: torch.device | None = None
-        self.shape = shape
+        self.shape = torch.Size((n_images,))
         names = ("q", "p", "qq", "pp", "pq", "qqq", "qqqq", "pqq") if aggregate == "vargrad" else ("u", "uu")
-        self.sums: dict[str, torch.Tensor] = dict.fromkeys(names)  # allocated on the first chunk's device
+        self.sums: dict[str, torch.Tensor] = dict.fromkeys(names)  # allocated on the first chunk's device and shape
 
     def add(self, owner: torch.Tensor, grads: torch.Tensor) -> None:
         """Add the gradients (n, ...) of the images ``owner`` (n,), contiguous per image, whole pairs if paired."""
         if self.device is None:
-            self.device = grads.device
+            self.device, self.shape = grads.device, torch.Size((len(self.units), *grads.shape[1:]))
             self.dtype = torch.float32 if grads.device.type == "mps" else torch.float64
             self.sums = {name: torch.zeros(self.shape, dtype=self.dtype, device=self.device) for name in self.sums}
         grads = grads.to(self.dtype)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import faithfulness, metrics, saliency
+from . import faithfulness, robustness, saliency
 from .faithfulness import deletion_curve
 from .models import load_model
 from .saliency import vanilla_gradient
@@ -803,9 +803,9 @@ def check_deletion_curve(fn: Callable[..., torch.Tensor], *, hidden: int | None 
 # --- 5.1 max-sensitivity ---------------------------------------------------------------------------------------
 
 SENSITIVITY_FUNCTIONS = {
-    "max_sensitivity": metrics.max_sensitivity,
-    "local_lipschitz": metrics.local_lipschitz,
-    "explanation_robustness": metrics.explanation_robustness,
+    "max_sensitivity": robustness.max_sensitivity,
+    "local_lipschitz": robustness.local_lipschitz,
+    "explanation_robustness": robustness.explanation_robustness,
 }
 
 

@@ -34,7 +34,7 @@ from ._checks import (
     clean_forward,
     resolve_target,
 )
-from .noise import check_generator
+from .noise import gaussian_noise
 from .precision import float32_precision
 from .saliency import default_batch_size
 
@@ -235,13 +235,16 @@ def _ranking_positions(maps: torch.Tensor, generator: torch.Generator | None) ->
 
 
 def gaussian_perturbations(x: torch.Tensor, noise_std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One perturbation I of every element of x, iid N(0, noise_std^2): ``noise_std * torch.randn(x.shape, ...)``
-    drawn on the generator's device, then moved to x's."""
+    """One perturbation I of every element of x, iid N(0, noise_std^2): ``noise_std * noise.gaussian_noise(x, ...)``.
+
+    Examples:
+        >>> import torch
+        >>> gaussian_perturbations(torch.zeros(2, 1, 4, 4), 0.1, torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 1, 4, 4])
+    """
     if not noise_std > 0:
         raise ValueError(f"noise_std must be > 0, got {noise_std!r}.")
-    check_generator(generator, x)
-    device = generator.device if generator is not None else x.device
-    return (noise_std * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)).to(x.device)
+    return noise_std * gaussian_noise(x, generator)
 
 
 def infidelity(

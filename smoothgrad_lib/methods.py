@@ -1,28 +1,30 @@
-"""The attribution methods that are compared with SmoothGrad: ONE registry of method specs, and
-``all_attributions``, which runs them all on one batch with one seed.
+"""The attribution methods compared with SmoothGrad: ONE registry of method specs, ``smoothed`` (the SmoothGrad of
+any of them), ``attribute`` (one method, checked) and ``all_attributions`` (all of them on one batch, one seed).
 
-A method is a ``MethodSpec``: its name, a function ``function(model, x, classes, **options)``
-that returns an attribution (B, C, H, W), or (B, 1, H, W) for the methods that
-give one value per pixel (``per_pixel``), and the options it takes from
-``all_attributions`` (``takes``: any of ``OPTIONS``), nothing more. ``classes``
-is one class index per image (B,), already resolved. Adding a method is one
-``register(MethodSpec(...))``; ``all_attributions`` and ``attribution_methods``
-pick it up. ``saliency_map(attribution, normalize=None)`` turns either shape into a map (B, H, W).
+A method is a ``MethodSpec``: its name and a function ``function(model, x, classes, **options)`` that returns an
+attribution (B, C, H, W), or (B, 1, H, W) for the methods that give one value per pixel (``per_pixel``).
+``classes`` is one class index per image (B,), already resolved; ``options`` are those of ``OPTIONS`` that the
+method takes (``takes``), each with the function's default when not given. That is the one calling convention:
+``attribute(spec, model, x, target, **options)`` checks the arguments, resolves the target and calls it, and
+``all_attributions`` calls it for every method on one batch. Adding a method is one ``register(MethodSpec(...))``.
 
-The comparators come from Captum, not from this package: Integrated
-Gradients, Gradient x Input, Grad-CAM and Guided Backprop.
+``smoothed(spec)`` is the method's SmoothGrad, ``S(x) = (1/N) sum_i h(A(x + eps_i))`` with ``A`` the method's
+attribution, ``eps_i ~ N(0, sigma^2 I)`` drawn by ``noise``, and ``h`` one of ``aggregates``' four aggregates,
+computed by ``saliency.smoothgrad(..., attribution=A)``: the registry's ``"smoothgrad"`` is ``smoothed`` of
+``"vanilla"``, and so exactly ``saliency.smoothgrad``.
+
+The comparators come from Captum, not from this package: Integrated Gradients, Gradient x Input, Grad-CAM,
+Guided Backprop and (``lrp``) LRP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
-from copy import deepcopy
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import torch
-from captum.attr import LRP, GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
-from captum.attr._utils.lrp_rules import EpsilonRule  # Captum exports its LRP rules from here only
+from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from ._checks import (
@@ -34,16 +36,27 @@ from ._checks import (
     clean_forward,
     resolve_target,
 )
-from .aggregates import AGGREGATES, aggregate_samples
+from .aggregates import AGGREGATES, Aggregate, aggregate_samples
 from .faithfulness import blur
-from .noise import DEFAULT_NOISE_LEVEL
-from .saliency import default_batch_size, noisy_gradients, smoothgrad, vanilla_gradient
-
-Method = Callable[[nn.Module, torch.Tensor, TargetType, "torch.Generator | None"], torch.Tensor]
+from .lrp import lrp
+from .noise import DEFAULT_NOISE_LEVEL, uniform_noise
+from .saliency import Attribution, default_batch_size, noisy_gradients, smoothgrad, vanilla_gradient
 
 VANILLA_BLUR_SIGMA = 1.5  # pixels: the Gaussian that blurs the vanilla map of the "blurred_vanilla" baseline
-# What a method may take from all_attributions besides (model, x, classes).
-OPTIONS = ("seed", "levels", "n_samples", "ig_steps", "gradcam_layer", "blur_sigma", "batch_size", "vanilla")
+IG_STEPS = 32  # Integrated Gradients' Gauss-Legendre points unless given
+# What a method may take besides (model, x, classes); a method takes those of them it names in ``takes``.
+OPTIONS = (
+    "generator",
+    "n_samples",
+    "noise_level",
+    "aggregate",
+    "ig_steps",
+    "gradcam_layer",
+    "blur_sigma",
+    "batch_size",
+)
+# The options that ``smoothed`` adds to a method's own.
+SMOOTHING_OPTIONS = ("generator", "n_samples", "noise_level", "aggregate", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -51,24 +64,27 @@ class MethodSpec:
     """One attribution method of the registry.
 
     Attributes:
-        name: the key of its result in ``all_attributions``.
-        function: ``function(model, x, classes, **{option: value for option in takes})`` -> attribution
-            (B, C, H, W), or (B, 1, H, W) when ``per_pixel``; or a dict {name: attribution} (``"smoothgrad"``).
+        name: the key of its result in ``all_attributions`` (a smoothed method's results are
+            ``"<name>_<aggregate>_<level:g>"``, one per noise level and aggregate).
+        function: ``function(model, x, classes, **options)`` -> attribution (B, C, H, W), or (B, 1, H, W) when
+            ``per_pixel``; ``options`` are any of ``takes``.
         per_pixel: one value per pixel rather than per pixel and channel.
         needs_relu: only meaningful on a network of ``nn.ReLU`` modules (left out by default elsewhere).
-        takes: the options of ``OPTIONS`` it needs (``"vanilla"``: the vanilla gradient, computed once).
+        takes: the options of ``OPTIONS`` it accepts (``"generator"``: it is random and draws from it).
         chunked: run on ``batch_size`` images at a time, in the layout of the clean forward pass.
         opt_in: left out unless asked for by name (``all_attributions(methods=...)``,
             ``attribution_methods(include=...)``), so that adding it changes no existing result.
+        smooths: the method this one is the SmoothGrad of (``smoothed``), or None.
     """
 
     name: str
-    function: Callable[..., torch.Tensor | dict[str, torch.Tensor]]
+    function: Callable[..., torch.Tensor]
     per_pixel: bool = False
     needs_relu: bool = False
     takes: tuple[str, ...] = ()
     chunked: bool = False
     opt_in: bool = False
+    smooths: MethodSpec | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.takes) - set(OPTIONS)
@@ -80,11 +96,210 @@ REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to ``REGISTRY`` (after the others: ``all_attributions`` returns methods in registry order)."""
+    """Add ``spec`` to ``REGISTRY`` (after the others: ``all_attributions`` returns methods in registry order).
+
+    Examples:
+        >>> register(REGISTRY["vanilla"])
+        Traceback (most recent call last):
+        ...
+        ValueError: a method named 'vanilla' is already registered.
+    """
     if spec.name in REGISTRY:
         raise ValueError(f"a method named {spec.name!r} is already registered.")
     REGISTRY[spec.name] = spec
     return spec
+
+
+def smoothed(method: MethodSpec, *, name: str | None = None, opt_in: bool = True) -> MethodSpec:
+    """The SmoothGrad of ``method``: its attribution averaged over Gaussian-noised copies of the input.
+
+    With ``A`` the method's attribution and ``eps_i ~ N(0, sigma_b^2 I)``, ``i = 1..N``, the smoothed method
+    returns ``(1/N) sum_i h(A(x_b + eps_i))`` for ``aggregate`` ``"abs"`` (h = |.|), ``"square"`` (h = (.)^2)
+    or ``"raw"`` (h = identity), and the population variance of the ``A(x_b + eps_i)`` for ``"vargrad"``:
+    ``saliency.smoothgrad(model, x, classes, attribution=A, ...)``, so the noise (``noise.NormalStream``), the
+    ``generator``, the aggregates and the independence of ``batch_size`` are ``smoothgrad``'s. It takes the
+    method's options and ``SMOOTHING_OPTIONS`` (``noise_level``: sigma_b as a fraction of image b's range, default
+    0.15; ``n_samples``: N, default 50; ``aggregate``: default ``"abs"``), and ``sampling`` (``"iid"`` or
+    ``"antithetic"``). Captum's ``NoiseTunnel`` computes the same average with its own noise.
+
+    Args:
+        method: a deterministic registry method (one that takes no ``generator``).
+        name: the new method's name; default ``"smoothgrad_<method.name>"``.
+        opt_in: whether ``all_attributions`` leaves it out unless asked for by name.
+
+    Returns:
+        A ``MethodSpec`` with ``smooths=method``; ``register`` it to make it a registry method.
+
+    Examples:
+        Gradient x Input of a linear model f(x) = w . x is x * w; antithetic pairs (eps, -eps) average the
+        noise out exactly, so its ``raw`` SmoothGrad is x * w too:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1)).eval()
+        >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> spec = smoothed(REGISTRY["gradient_x_input"])
+        >>> spec.name, spec.takes
+        ('smoothgrad_gradient_x_input', ('generator', 'n_samples', 'noise_level', 'aggregate', 'batch_size'))
+        >>> s = attribute(spec, model, x, 0, n_samples=4, aggregate="raw", sampling="antithetic",
+        ...               generator=torch.Generator().manual_seed(0))
+        >>> torch.allclose(s, x * model[1].weight.reshape(1, 1, 2, 2))
+        True
+    """
+    if "generator" in method.takes:
+        raise ValueError(
+            f"method {method.name!r} is random already (it takes a generator): smooth a deterministic one."
+        )
+    own = tuple(option for option in method.takes if option not in SMOOTHING_OPTIONS)
+    return MethodSpec(
+        name or f"smoothgrad_{method.name}",
+        partial(_smooth, method),
+        per_pixel=method.per_pixel,
+        needs_relu=method.needs_relu,
+        takes=SMOOTHING_OPTIONS + own,
+        opt_in=opt_in,
+        smooths=method,
+    )
+
+
+def _smooth(
+    method: MethodSpec,
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    n_samples: int = 50,
+    noise_level: float | None = None,
+    aggregate: Aggregate = "abs",
+    sampling: str = "iid",
+    batch_size: int | None = None,
+    **options: object,
+) -> torch.Tensor:
+    """A ``smoothed`` method's function: ``smoothgrad`` of ``method``'s attribution."""
+    return smoothgrad(
+        model,
+        x,
+        classes,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        aggregate=aggregate,
+        sampling=sampling,
+        batch_size=batch_size,
+        generator=generator,
+        attribution=bound(method, options | {"batch_size": batch_size}),
+    )
+
+
+def bound(method: MethodSpec, options: Mapping[str, object]) -> Attribution:
+    """``method.function`` with those of ``options`` that it takes: an ``Attribution``, ``f(model, x, classes)``.
+
+    Examples:
+        >>> f = bound(REGISTRY["integrated_gradients"], {"ig_steps": 4, "gradcam_layer": "ignored"})
+        >>> f.keywords
+        {'ig_steps': 4}
+    """
+    return partial(method.function, **{option: options[option] for option in method.takes if option in options})
+
+
+def smoothed_aggregates(
+    method: MethodSpec,
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetType = None,
+    *,
+    aggregates: Sequence[Aggregate] = AGGREGATES,
+    generator: torch.Generator | None = None,
+    n_samples: int = 50,
+    noise_level: float | None = None,
+    batch_size: int | None = None,
+    **options: object,
+) -> dict[str, torch.Tensor]:
+    """Several aggregates of a ``smoothed`` method from one set of noisy attributions, {aggregate: (B, C, H, W)}.
+
+    Each equals (to float rounding) ``attribute(method, ..., aggregate=aggregate)`` with an identically seeded
+    generator, which draws the same noise, for the cost of one aggregate. It holds all B x N noisy attributions
+    at once (``saliency.noisy_gradients``), 4 B N C H W bytes: 614 MB for 500 shapes images at N = 25, so pass
+    a few hundred images at a time. ``batch_size`` (noisy copies per forward pass) changes the speed, not the
+    result.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1)).eval()
+        >>> out = smoothed_aggregates(REGISTRY["smoothgrad"], model, torch.zeros(1, 1, 2, 2), 0, n_samples=3,
+        ...                           noise_level=0.0, aggregates=("raw", "vargrad"))
+        >>> torch.equal(out["raw"], model[1].weight.reshape(1, 1, 2, 2)), float(out["vargrad"].abs().max())
+        (True, 0.0)
+    """
+    if method.smooths is None:
+        raise ValueError(f"method {method.name!r} is not a smoothed method; pass smoothed({method.name!r}).")
+    grads = noisy_gradients(
+        model,
+        x,
+        target,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        batch_size=batch_size,
+        generator=generator,
+        attribution=bound(method.smooths, options | {"batch_size": batch_size}),
+    )
+    return {aggregate: aggregate_samples(grads, aggregate) for aggregate in aggregates}
+
+
+def attribute(method: MethodSpec, model: nn.Module, x: torch.Tensor, target: TargetType = None, **options: object):
+    """One registry method's attribution of ``x``: the checks and the target's clean forward pass, then its function.
+
+    Args:
+        method: a ``MethodSpec`` (``REGISTRY[name]``, or ``smoothed(...)``).
+        model: classifier in eval mode, (B, C, H, W) -> logits (B, K); left unchanged.
+        x: float images (B, C, H, W); left unchanged.
+        target: None (each image's predicted class), an int, or one class per image.
+        **options: any of ``OPTIONS`` (and ``sampling`` for a smoothed method); those the method does not take
+            are ignored, those it takes and are not given get its defaults.
+
+    Returns:
+        (B, C, H, W), or (B, 1, H, W) for a ``per_pixel`` method; detached.
+
+    Examples:
+        The vanilla gradient of a linear model is its weight:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> g = attribute(REGISTRY["vanilla"], model, torch.ones(1, 1, 2, 2), 1, ig_steps=8)
+        >>> torch.equal(g, model[1].weight[1].reshape(1, 1, 2, 2))
+        True
+    """
+    check_model(model, x)
+    check_images(x)
+    unknown = set(options) - {*OPTIONS, "sampling"}
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)}; choose from {OPTIONS} (and sampling).")
+    classes = clean_classes(model, x, target)
+    given = {option: value for option, value in options.items() if option in method.takes or option == "sampling"}
+    if "sampling" in given and method.smooths is None:
+        raise ValueError(f"sampling applies to smoothed methods only, not to {method.name!r}.")
+    return method.function(model, x, classes, **given)
+
+
+def entries(
+    specs: Collection[MethodSpec], levels: Mapping[float, Sequence[Aggregate]]
+) -> Iterator[tuple[str, MethodSpec, dict[str, object]]]:
+    """(entry name, spec, its own options) of every result of ``specs``: a smoothed spec gives one entry
+    ``"<name>_<aggregate>_<level:g>"`` per noise level and aggregate of ``levels`` (level -> aggregates).
+
+    Examples:
+        >>> [name for name, *_ in entries([REGISTRY["vanilla"], REGISTRY["smoothgrad"]], {0.1: ("abs", "raw")})]
+        ['vanilla', 'smoothgrad_abs_0.1', 'smoothgrad_raw_0.1']
+    """
+    for spec in specs:
+        if spec.smooths is None:
+            yield spec.name, spec, {}
+            continue
+        for level, aggregates in levels.items():
+            for aggregate in aggregates:
+                yield f"{spec.name}_{aggregate}_{level:g}", spec, {"noise_level": level, "aggregate": aggregate}
 
 
 def attribution_methods(
@@ -92,15 +307,16 @@ def attribution_methods(
     gradcam_layer: str,
     n_samples: int = 25,
     levels: Sequence[float] = (DEFAULT_NOISE_LEVEL,),
-    aggregates: Sequence[str] = AGGREGATES,
-    ig_steps: int = 32,
+    aggregates: Sequence[Aggregate] = AGGREGATES,
+    ig_steps: int = IG_STEPS,
     blur_sigma: float = VANILLA_BLUR_SIGMA,
     include: Collection[str] = (),
-) -> dict[str, Method]:
-    """The methods to compare, by name, in a fixed order.
+) -> dict[str, Callable[..., torch.Tensor]]:
+    """The methods to compare, by name, in registry order: each is ``attribute`` with its options fixed, called as
+    ``methods[name](model, x, target, generator=None)``.
 
     - ``"vanilla"``: the gradient of the target logit, ``vanilla_gradient``.
-    - ``"smoothgrad_<aggregate>_<level>"`` for each aggregate and noise level:
+    - ``"smoothgrad_<aggregate>_<level:g>"`` for each noise level and aggregate: ``smoothed("vanilla")``, that is
       ``smoothgrad(..., n_samples=n_samples, noise_level=level, aggregate=aggregate)``
       (sigma = level x each image's range).
     - ``"integrated_gradients"``: Captum's ``IntegratedGradients`` from a black
@@ -124,63 +340,21 @@ def attribution_methods(
       that any SmoothGrad variant should beat.
     - ``"random"``: uniform noise in [0, 1) from the generator, the chance level of every metric.
 
-    Methods registered with ``opt_in=True`` (``"lrp"``) are added only when named in ``include``.
+    Methods registered with ``opt_in=True`` (``"lrp"``, and the SmoothGrad of Integrated Gradients, Gradient x
+    Input, Grad-CAM, Guided Backprop and LRP, ``"smoothgrad_<method>"``) are added only when named in ``include``.
+
+    Examples:
+        >>> list(attribution_methods(gradcam_layer="14", levels=(0.1,), aggregates=("raw",)))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['vanilla', 'smoothgrad_raw_0.1', 'integrated_gradients', 'gradient_x_input', 'grad_cam', 'guided_backprop',
+         'blurred_vanilla', 'random']
     """
-    options = {
-        "n_samples": n_samples,
-        "ig_steps": ig_steps,
-        "gradcam_layer": gradcam_layer,
-        "blur_sigma": blur_sigma,
-        "batch_size": None,
+    options = {"n_samples": n_samples, "ig_steps": ig_steps, "gradcam_layer": gradcam_layer, "blur_sigma": blur_sigma}
+    specs = [spec for spec in REGISTRY.values() if not spec.opt_in or spec.name in include]
+    return {
+        name: partial(attribute, spec, **(options | own))
+        for name, spec, own in entries(specs, dict.fromkeys(levels, tuple(aggregates)))
     }
-    methods: dict[str, Method] = {}
-    for spec in REGISTRY.values():
-        if spec.opt_in and spec.name not in include:
-            continue
-        if spec.name == "smoothgrad":
-            for aggregate in aggregates:
-                for level in levels:
-                    methods[f"smoothgrad_{aggregate}_{level:g}"] = partial(
-                        _smoothgrad, n_samples=n_samples, noise_level=level, aggregate=aggregate
-                    )
-        else:
-            methods[spec.name] = partial(_run_spec, spec, options)
-    return methods
-
-
-def _run_spec(
-    spec: MethodSpec,
-    options: dict[str, object],
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetType,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """One registry method as a ``Method``: the checks and the target's clean forward pass, then ``spec.function``."""
-    check_model(model, x)
-    check_images(x)
-    classes = clean_classes(model, x, target)
-    given = dict(options)
-    if "vanilla" in spec.takes:
-        given["vanilla"] = vanilla_gradient(model, x, classes)
-    if "seed" in spec.takes:
-        given["seed"] = generator
-    return spec.function(model, x, classes, **{name: given[name] for name in spec.takes})
-
-
-def _smoothgrad(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetType,
-    generator: torch.Generator | None,
-    *,
-    n_samples: int,
-    noise_level: float,
-    aggregate: str,
-) -> torch.Tensor:
-    return smoothgrad(
-        model, x, target, n_samples=n_samples, noise_level=noise_level, aggregate=aggregate, generator=generator
-    )
 
 
 def all_attributions(
@@ -190,14 +364,14 @@ def all_attributions(
     *,
     gradcam_layer: str,
     seed: int = 0,
-    levels: Mapping[float, Sequence[str]] | None = None,
+    levels: Mapping[float, Sequence[Aggregate]] | None = None,
     n_samples: int = 10,
     ig_steps: int = 8,
     blur_sigma: float = VANILLA_BLUR_SIGMA,
     methods: Collection[str] | None = None,
     batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every method's attribution of one batch, by name, in the order of ``attribution_methods``.
+    """Every method's attribution of one batch, by name, in registry order.
 
     The methods and their definitions are those of ``attribution_methods``;
     this runs them on ``x`` (B, C, H, W) for one set of classes and one seed,
@@ -207,26 +381,25 @@ def all_attributions(
       clean forward pass, and each method gets the classes (no method runs its own);
     - ``levels`` maps each SmoothGrad noise level to the aggregates wanted at
       it, e.g. ``{0.15: AGGREGATES, 0.05: ("abs",)}`` (None: all four at
-      0.15; ``{}``: no SmoothGrad). The entries are named
-      ``"smoothgrad_<aggregate>_<level:g>"``. The k-th level (k = 0, 1, ...)
-      draws its noise from ``torch.Generator(device=x.device).manual_seed(seed + 1 + k)``,
-      so an entry equals ``smoothgrad(model, x, target, n_samples=n_samples,
-      noise_level=level, aggregate=aggregate, generator=<that generator>)``
-      (to float rounding; a level with several aggregates gets them all from
-      ``smoothgrad_aggregates``, which computes them from one set of N gradients per
-      image at the cost of one aggregate, holding all B N gradients at once);
-    - ``"blurred_vanilla"`` blurs the ``"vanilla"`` gradient instead of computing it again;
-    - ``"random"`` draws from ``torch.Generator(device=x.device).manual_seed(seed)``.
+      0.15; ``{}``: no SmoothGrad). A smoothed method's entries are named
+      ``"<name>_<aggregate>_<level:g>"``. The k-th level (k = 0, 1, ...)
+      draws its noise from ``torch.Generator(device=x.device).manual_seed(seed + 1 + k)``
+      (the same noise for every smoothed method), so an entry equals
+      ``attribute(spec, model, x, target, n_samples=n_samples, noise_level=level,
+      aggregate=aggregate, generator=<that generator>)`` (to float rounding; a level with several aggregates
+      gets them all from ``smoothed_aggregates``, which computes them from one set of N attributions per
+      image at the cost of one aggregate, holding all B N of them at once);
+    - the random methods (``"random"``) draw from ``torch.Generator(device=x.device).manual_seed(seed)``.
 
-    ``methods`` chooses among the names of ``REGISTRY`` ("smoothgrad" stands for all the
-    ``levels`` entries); None takes all of them but the opt-in ones (``"lrp"``), and except Guided Backprop on a
+    ``methods`` chooses among the names of ``REGISTRY`` (a smoothed method, e.g. ``"smoothgrad"``, stands for
+    all its ``levels`` entries); None takes all of them but the opt-in ones, and except Guided Backprop on a
     model whose activations it would not rewrite (anything but ``nn.ReLU``,
     e.g. the ReLU6 of EfficientNet-Lite0), which is then left out. Asking for
     it by name on such a model raises the registry's ValueError.
 
-    Speed, not results: the non-SmoothGrad methods run ``batch_size`` images
+    Speed, not results: the ``chunked`` methods run ``batch_size`` images
     at a time (Integrated Gradients: ``batch_size`` path points at a time;
-    SmoothGrad: ``batch_size`` noisy copies), None picking ``default_batch_size``;
+    smoothed methods: ``batch_size`` noisy copies), None picking ``default_batch_size``;
     on the CPU a convolutional model gets its inputs in the channels_last
     layout, as ``smoothgrad`` does (oneDNN's faster kernels). Both change the
     results by float rounding only.
@@ -272,116 +445,77 @@ def all_attributions(
     layout, logits = clean_forward(model, x if target is None else x[:1], need_logits=True)
     classes = resolve_target(target, x.shape[0], logits.shape[1], predicted=logits if target is None else None)
     classes = classes.to(x.device)
-    options: dict[str, object] = {
-        "seed": seed,
-        "levels": levels,
-        "n_samples": n_samples,
-        "ig_steps": ig_steps,
-        "gradcam_layer": gradcam_layer,
-        "blur_sigma": blur_sigma,
-        "batch_size": step,
-    }
-    if any("vanilla" in REGISTRY[name].takes for name in wanted) or "vanilla" in wanted:
-        options["vanilla"] = _in_chunks(REGISTRY["vanilla"], {}, model, x, classes, step, layout)
-
+    options = {"n_samples": n_samples, "ig_steps": ig_steps, "gradcam_layer": gradcam_layer, "blur_sigma": blur_sigma}
+    options |= {"batch_size": step, "generator": torch.Generator(device=x.device).manual_seed(seed)}
     out: dict[str, torch.Tensor] = {}
-    for name, spec in REGISTRY.items():
-        if name not in wanted:
+    for spec in REGISTRY.values():
+        if spec.name not in wanted:
             continue
-        given = {option: options[option] for option in spec.takes}
-        if name == "vanilla":
-            result = options["vanilla"]
+        if spec.smooths is not None:
+            out |= _smoothed_levels(spec, model, x, classes, options, seed, levels)
         elif spec.chunked:
-            result = _in_chunks(spec, given, model, x, classes, step, layout)
+            out[spec.name] = _in_chunks(bound(spec, options), model, x, classes, step, layout)
         else:
-            result = spec.function(model, x, classes, **given)
-        out |= result if isinstance(result, dict) else {name: result}
+            out[spec.name] = bound(spec, options)(model, x, classes)
+    return out
+
+
+def _smoothed_levels(
+    spec: MethodSpec,
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    options: dict[str, object],
+    seed: int,
+    levels: Mapping[float, Sequence[Aggregate]],
+) -> dict[str, torch.Tensor]:
+    """``"<name>_<aggregate>_<level:g>"`` for every level and its aggregates; level k seeded with seed + 1 + k."""
+    out = {}
+    for k, (level, aggregates) in enumerate(levels.items()):
+        given = options | {
+            "noise_level": level,
+            "generator": torch.Generator(device=x.device).manual_seed(seed + 1 + k),
+        }
+        if len(aggregates) == 1:
+            values = {aggregates[0]: bound(spec, given | {"aggregate": aggregates[0]})(model, x, classes)}
+        else:
+            values = smoothed_aggregates(spec, model, x, classes, aggregates=aggregates, **given)
+        out |= {f"{spec.name}_{aggregate}_{level:g}": values[aggregate].contiguous() for aggregate in aggregates}
     return out
 
 
 def _in_chunks(
-    spec: MethodSpec,
-    given: dict[str, object],
+    attribution: Attribution,
     model: nn.Module,
     x: torch.Tensor,
     classes: torch.Tensor,
     step: int,
     layout: torch.memory_format,
 ) -> torch.Tensor:
-    """``spec.function`` on ``step`` images of x at a time, each chunk in ``layout``; joined, default layout."""
+    """``attribution`` of ``step`` images of x at a time, each chunk in ``layout``; joined, default layout."""
     parts = [
-        spec.function(model, images.contiguous(memory_format=layout), labels, **given)
+        attribution(model, images.contiguous(memory_format=layout), labels)
         for images, labels in zip(x.split(step), classes.split(step), strict=True)
     ]
     return torch.cat(parts).contiguous()
 
 
-def smoothgrad_aggregates(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetType,
-    generator: torch.Generator | None,
-    *,
-    n_samples: int,
-    noise_level: float,
-    batch_size: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """All four SmoothGrad aggregates from one set of noisy gradients, {aggregate: (B, C, H, W)}.
-
-    Equal (to float rounding) to the registry's ``smoothgrad_<aggregate>_<level>``
-    entries called with identically seeded generators, which draw the same
-    noise, at a quarter of their cost. It holds all B x N noisy gradients at
-    once (``noisy_gradients``), 4 B N C H W bytes: 614 MB for 500 shapes
-    images at N = 25, so pass a few hundred images at a time. ``batch_size``
-    (noisy copies per forward pass) changes the speed, not the result.
-    """
-    grads = noisy_gradients(
-        model, x, target, n_samples=n_samples, noise_level=noise_level, batch_size=batch_size, generator=generator
-    )
-    return {name: aggregate_samples(grads, name) for name in AGGREGATES}
-
-
-def _smoothgrad_levels(
-    model: nn.Module,
-    x: torch.Tensor,
-    classes: torch.Tensor,
-    *,
-    seed: int,
-    levels: Mapping[float, Sequence[str]],
-    n_samples: int,
-    batch_size: int,
-) -> dict[str, torch.Tensor]:
-    """``"smoothgrad_<aggregate>_<level:g>"`` for every level and its aggregates; level k seeded with seed + 1 + k."""
-    out = {}
-    for k, (level, aggregates) in enumerate(levels.items()):
-        generator = torch.Generator(device=x.device).manual_seed(seed + 1 + k)
-        if len(aggregates) == 1:
-            values = {
-                aggregates[0]: smoothgrad(
-                    model,
-                    x,
-                    classes,
-                    n_samples=n_samples,
-                    noise_level=level,
-                    aggregate=aggregates[0],
-                    batch_size=batch_size,
-                    generator=generator,
-                )
-            }
-        else:
-            values = smoothgrad_aggregates(
-                model, x, classes, generator, n_samples=n_samples, noise_level=level, batch_size=batch_size
-            )
-        out |= {f"smoothgrad_{aggregate}_{level:g}": values[aggregate].contiguous() for aggregate in aggregates}
-    return out
-
-
-def _vanilla(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    return vanilla_gradient(model, x, classes)
+def _wanted(model: nn.Module, methods: Collection[str] | None) -> set[str]:
+    """The registry names that all_attributions computes for ``methods`` (None: every one that applies to model)."""
+    if methods is None:
+        skip = {name for name, spec in REGISTRY.items() if spec.needs_relu and guided_backprop_problem(model)}
+        skip |= {name for name, spec in REGISTRY.items() if spec.opt_in}
+        return set(REGISTRY) - skip
+    if isinstance(methods, str):
+        raise TypeError(f"methods must be a collection of names, e.g. ({methods!r},), not a string.")
+    unknown = set(methods) - set(REGISTRY)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {tuple(REGISTRY)}.")
+    return set(methods)
 
 
 def _integrated_gradients(
-    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, ig_steps: int, batch_size: int | None = None
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, ig_steps: int = IG_STEPS, batch_size: int | None = None
 ) -> torch.Tensor:
     ig = IntegratedGradients(model)
     attribution = ig.attribute(
@@ -409,14 +543,21 @@ def _grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, gradc
 
 
 def _guided_backprop(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    problem = _guided_backprop_problem(model)
+    problem = guided_backprop_problem(model)
     if problem:
         raise ValueError(problem)
     return GuidedBackprop(model).attribute(_captum_inputs(x), target=classes).detach()
 
 
-def _guided_backprop_problem(model: nn.Module) -> str | None:
-    """Why Captum's Guided Backprop would not do what it says on ``model``, or None when it would."""
+def guided_backprop_problem(model: nn.Module) -> str | None:
+    """Why Captum's Guided Backprop would not do what it says on ``model``, or None when it would.
+
+    Examples:
+        >>> guided_backprop_problem(nn.Sequential(nn.Linear(2, 2), nn.ReLU())) is None
+        True
+        >>> "ReLU6" in guided_backprop_problem(nn.Sequential(nn.Linear(2, 2), nn.ReLU6()))
+        True
+    """
     kinds = {type(m).__name__ for m in model.modules() if isinstance(m, (nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU))}
     if not any(isinstance(m, nn.ReLU) for m in model.modules()) or kinds:
         return (
@@ -427,30 +568,16 @@ def _guided_backprop_problem(model: nn.Module) -> str | None:
     return None
 
 
-def _wanted(model: nn.Module, methods: Collection[str] | None) -> set[str]:
-    """The registry names that all_attributions computes for ``methods`` (None: every one that applies to model)."""
-    if methods is None:
-        skip = {name for name, spec in REGISTRY.items() if spec.needs_relu and _guided_backprop_problem(model)}
-        skip |= {name for name, spec in REGISTRY.items() if spec.opt_in}
-        return set(REGISTRY) - skip
-    if isinstance(methods, str):
-        raise TypeError(f"methods must be a collection of names, e.g. ({methods!r},), not a string.")
-    unknown = set(methods) - set(REGISTRY)
-    if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {tuple(REGISTRY)}.")
-    return set(methods)
-
-
 def _blurred_vanilla(
-    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, vanilla: torch.Tensor, blur_sigma: float
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, blur_sigma: float = VANILLA_BLUR_SIGMA
 ) -> torch.Tensor:
-    return blur(vanilla.abs().amax(1, keepdim=True), blur_sigma)
+    return blur(vanilla_gradient(model, x, classes).abs().amax(1, keepdim=True), blur_sigma)
 
 
-def _random(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, seed: int | torch.Generator) -> torch.Tensor:
-    generator = torch.Generator(device=x.device).manual_seed(seed) if isinstance(seed, int) else seed
-    device = generator.device if generator is not None else x.device
-    return torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=device, dtype=x.dtype).to(x.device)
+def _random(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    return uniform_noise(x[:, :1], generator)
 
 
 def _captum_inputs(x: torch.Tensor) -> torch.Tensor:
@@ -458,134 +585,22 @@ def _captum_inputs(x: torch.Tensor) -> torch.Tensor:
     return x.detach().clone().requires_grad_(True)
 
 
+VANILLA = register(MethodSpec("vanilla", vanilla_gradient, chunked=True))
+register(smoothed(VANILLA, name="smoothgrad", opt_in=False))  # SmoothGrad itself, right after "vanilla"
 for _spec in (
-    MethodSpec("vanilla", _vanilla, chunked=True),
-    MethodSpec("smoothgrad", _smoothgrad_levels, takes=("seed", "levels", "n_samples", "batch_size")),
     MethodSpec("integrated_gradients", _integrated_gradients, takes=("ig_steps", "batch_size"), chunked=True),
     MethodSpec("gradient_x_input", _gradient_x_input, chunked=True),
     MethodSpec("grad_cam", _grad_cam, per_pixel=True, takes=("gradcam_layer",), chunked=True),
     MethodSpec("guided_backprop", _guided_backprop, needs_relu=True, chunked=True),
-    MethodSpec("blurred_vanilla", _blurred_vanilla, per_pixel=True, takes=("vanilla", "blur_sigma")),
-    MethodSpec("random", _random, per_pixel=True, takes=("seed",)),
+    MethodSpec("blurred_vanilla", _blurred_vanilla, per_pixel=True, takes=("blur_sigma",), chunked=True),
+    MethodSpec("random", _random, per_pixel=True, takes=("generator",)),
+    MethodSpec("lrp", lrp, chunked=True, opt_in=True),
 ):
     register(_spec)
-# The built-in methods, in the order of all_attributions' result ("smoothgrad" stands for every level and aggregate).
-FAMILIES = tuple(REGISTRY)
-
-
-# --- Layer-wise relevance propagation (opt-in) -------------------------------------------------------------------
-
-LRP_EPSILON = 0.25  # the stabiliser of the epsilon rule of the registry's "lrp"
-# The leaf modules Captum's LRP has a rule for (its SUPPORTED_LAYERS_WITH_RULES, matched by exact type) and the
-# activations it passes relevance through unchanged (SUPPORTED_NON_LINEAR_LAYERS); nn.Flatten gets Captum's default
-# epsilon (1e-9), which passes relevance through the reshape unchanged (z = a, so a R / z = R).
-LRP_RULE_LAYERS = (
-    nn.Conv2d,
-    nn.Linear,
-    nn.BatchNorm2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.MaxPool2d,
-    nn.Flatten,
-)
-LRP_PASS_LAYERS = (nn.ReLU, nn.Dropout, nn.Tanh)
-
-
-def lrp_problems(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
-    """Why Captum's ``LRP`` would fail on ``model`` or silently compute something else; [] when it applies.
-
-    Checked: leaf modules of a type with no Captum rule (by exact type, as Captum matches them: a subclass of
-    ``nn.Conv2d`` does not count); rule-type modules that have children (Captum descends into the children and
-    leaves the module itself without a rule, e.g. a convolution that holds its padding module); in-place
-    ``nn.ReLU``; and, given a sample input ``x``, modules called more than once in one forward pass (Captum's LRP
-    stores one input per module). Not checked: functional operations in ``forward`` (``x + skip``, ``F.relu``),
-    which LRP cannot see; a residual network needs Captum's ``Addition_Module`` in place of ``+``.
-    """
-    problems = []
-    leaves = [m for m in model.modules() if not list(m.children())]
-    unsupported = sorted({type(m).__name__ for m in leaves if type(m) not in LRP_RULE_LAYERS + LRP_PASS_LAYERS})
-    if unsupported:
-        problems.append(f"modules without an LRP rule in Captum: {', '.join(unsupported)}")
-    hidden = sorted(
-        {type(m).__name__ for m in model.modules() if list(m.children()) and isinstance(m, LRP_RULE_LAYERS)}
-    )
-    if hidden:
-        problems.append(f"layers whose own rule Captum skips because they have submodules: {', '.join(hidden)}")
-    if any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules()):
-        problems.append("in-place nn.ReLU (inplace=True)")
-    if x is not None:
-        calls: dict[nn.Module, int] = {}
-        handles = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1)) for m in leaves]
-        try:
-            with torch.no_grad():
-                model(x[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
-        reused = sorted({type(m).__name__ for m, n in calls.items() if n > 1})
-        if reused:
-            problems.append(f"modules used more than once in a forward pass: {', '.join(reused)}")
-    return problems
-
-
-def lrp(model: nn.Module, x: torch.Tensor, target: TargetType = None, *, epsilon: float = LRP_EPSILON) -> torch.Tensor:
-    """Layer-wise relevance propagation (Bach et al., 2015) by Captum's ``LRP``, the epsilon rule on every layer.
-
-    The relevance of the target logit is propagated to the input (B, C, H, W) by the LRP-epsilon rule,
-    ``R_i = sum_j a_i w_ij R_j / (z_j + epsilon sign(z_j))``, on every convolution, linear, batch-norm and
-    pooling layer, and passed unchanged through ReLU. Why this rule: with epsilon -> 0 (LRP-0) on a ReLU network
-    it is exactly Gradient x Input (Ancona et al., 2018; the proof holds with biases and batch norm), which the
-    registry already has; a positive epsilon absorbs the relevance of weak, mutually cancelling contributions and
-    gives sparser, less noisy maps (Montavon et al., 2019, "Layer-wise relevance propagation: an overview"), which
-    is the property to compare with SmoothGrad. ``LRP_EPSILON`` = 0.25 is of the order of the unit scale that
-    batch norm gives the activations. The alpha-beta and z+ rules (Captum's ``Alpha1_Beta0_Rule``) are not used:
-    Captum warns that they are wrong for batch-norm layers, which every layer of the shapes twins has. The sum of
-    the relevances equals the logit only for epsilon -> 0 and zero biases (conservation); the epsilon and the
-    biases (including batch norm's shift) absorb the rest.
-
-    Runs on a deep copy of ``model`` (Captum attaches rules and hooks to the modules), so the caller's model is
-    left as it was. Raises a ValueError naming what is unsupported (``lrp_problems``) for any other model; for
-    EfficientNet-Lite0 that is its ReLU6, ZeroPad2d and Identity modules, the ``Normalize`` in front, its
-    ``Conv2dStaticSamePadding`` convolutions (which have a padding submodule), and one ReLU6 module called
-    several times per block; its residual ``+`` is invisible to LRP besides.
-
-    Args:
-        model: classifier in eval mode made of the modules Captum's LRP supports (e.g. the shapes twins).
-        x: float images (B, C, H, W); left unchanged.
-        target: None (each image's predicted class), an int, or one class per image.
-        epsilon: the stabiliser of the epsilon rule (> 0; 1e-9 is Captum's default, practically LRP-0).
-
-    Returns:
-        (B, C, H, W) relevance, detached.
-    """
-    check_model(model, x)
-    check_images(x)
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")
-    problems = lrp_problems(model, x)
-    if problems:
-        raise ValueError(
-            "Captum's LRP does not support this model: " + "; ".join(problems) + ". LRP is available for networks "
-            "of plain Conv2d, Linear, BatchNorm2d, pooling, Flatten and ReLU modules (e.g. the shapes twins)."
-        )
-    classes = clean_classes(model, x, target)
-    copy = deepcopy(model)
-    for module in copy.modules():
-        if isinstance(module, nn.Flatten):
-            module.rule = EpsilonRule()  # a reshape: relevance passes unchanged (z = a)
-        elif isinstance(module, LRP_RULE_LAYERS) and not list(module.children()):
-            module.rule = EpsilonRule(epsilon)
-    return LRP(copy).attribute(_captum_inputs(x), target=classes).detach()
-
-
-def _lrp(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    return lrp(model, x, classes)
-
-
-register(MethodSpec("lrp", _lrp, chunked=True, opt_in=True))
-
-
-# --- Any registry method as a function of the input (for the robustness metrics) ------------------------------------
+for _name in ("integrated_gradients", "gradient_x_input", "grad_cam", "guided_backprop", "lrp"):
+    register(smoothed(REGISTRY[_name]))  # opt-in: "smoothgrad_integrated_gradients", ...
+# The built-in methods that all_attributions computes by default, in its order.
+FAMILIES = tuple(name for name, spec in REGISTRY.items() if not spec.opt_in)
 
 
 def explanation_function(
@@ -599,22 +614,32 @@ def explanation_function(
     **options: object,
 ) -> Callable[..., torch.Tensor]:
     """One method of ``attribution_methods`` as ``explain_fn(x, target=target)`` -> attribution, for
-    ``metrics.max_sensitivity``, ``metrics.local_lipschitz``, ``metrics.class_sensitivity`` and
+    ``robustness.max_sensitivity``, ``robustness.local_lipschitz``, ``robustness.class_sensitivity`` and
     ``faithfulness.infidelity``.
 
     ``method`` is a name of ``attribution_methods(gradcam_layer=gradcam_layer, include=(method,), **options)``
-    (e.g. ``"vanilla"``, ``"smoothgrad_abs_0.15"``, ``"grad_cam"``, ``"lrp"``); ``options`` are that function's
-    (``n_samples``, ``levels``, ``aggregates``, ``ig_steps``, ``blur_sigma``). The attribution has the shape of x
-    (B, C, H, W), or (B, 1, H, W) for the one-value-per-pixel methods.
+    (e.g. ``"vanilla"``, ``"smoothgrad_abs_0.15"``, ``"grad_cam"``, ``"lrp"``,
+    ``"smoothgrad_integrated_gradients_raw_0.15"``); ``options`` are that function's (``n_samples``, ``levels``,
+    ``aggregates``, ``ig_steps``, ``blur_sigma``). The attribution has the shape of x (B, C, H, W), or
+    (B, 1, H, W) for the one-value-per-pixel methods.
 
-    Randomness (SmoothGrad, ``"random"``): with ``common_noise`` every call draws from a fresh
+    Randomness (smoothed methods, ``"random"``): with ``common_noise`` every call draws from a fresh
     ``torch.Generator(device=x.device).manual_seed(seed)``, so x and a perturbed x get the same noise (the map's
     own change is measured); without it, all calls draw in turn from one generator seeded with ``seed`` (each call
     gets new noise, as for a user who does not fix a seed). ``target`` None explains each image's predicted class
     at the image given, which may change under perturbation: pass the classes predicted at the clean images to
     compare maps of one class.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> explain = explanation_function("smoothgrad_raw_0.15", model, 0, n_samples=4)
+        >>> weight = model[1].weight[0].reshape(1, 1, 2, 2)
+        >>> torch.allclose(explain(torch.rand(3, 1, 2, 2)), weight.expand(3, -1, -1, -1))
+        True
     """
-    methods = attribution_methods(gradcam_layer=gradcam_layer, include=(method,), **options)
+    methods = attribution_methods(gradcam_layer=gradcam_layer, include=tuple(REGISTRY), **options)
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; choose from {tuple(methods)} (or pass other levels/aggregates).")
     run = methods[method]
@@ -625,6 +650,6 @@ def explanation_function(
             generator = torch.Generator(device=x.device).manual_seed(seed)
         else:
             generator = shared.setdefault("generator", torch.Generator(device=x.device).manual_seed(seed))
-        return run(model, x, target, generator)
+        return run(model, x, target, generator=generator)
 
     return explain_fn

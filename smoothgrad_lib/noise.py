@@ -1,8 +1,9 @@
 """SmoothGrad's noise, drawn in one place: its scale, the stream of standard normal copies, the noisy copies.
 
 Every function of the package that perturbs images with Gaussian noise
-(``smoothgrad``, ``noisy_gradients``, ``noisy_ranks``, ``stein_gradient``, ``taylor_bias``, ``gate_fractions``)
-draws it here, so that the same generator state gives the same copies
+(``smoothgrad`` and every smoothed method, ``noisy_gradients``, ``noisy_ranks``, ``stein_gradient``, ``taylor_bias``,
+``gate_fractions``, ``faithfulness.gaussian_perturbations``) or uniform noise (``robustness.uniform_ball_noise``,
+the ``"random"`` map) draws it here, so that the same generator state gives the same copies
 whatever the function and whatever its ``batch_size``.
 """
 
@@ -111,6 +112,32 @@ class NormalStream:
             return self.take(count)
         half = self.take(count // 2)
         return torch.stack((half, -half), 1).flatten(0, 1)
+
+
+def uniform_noise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform noise in [0, 1) with the shape and dtype of ``x``: drawn on the generator's device, moved to x's.
+
+    Examples:
+        >>> u = uniform_noise(torch.zeros(2, 3), torch.Generator().manual_seed(0))
+        >>> u.shape, bool(((0 <= u) & (u < 1)).all())
+        (torch.Size([2, 3]), True)
+    """
+    check_generator(generator, x)
+    device = generator.device if generator is not None else x.device
+    return torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def gaussian_noise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise N(0, 1) with the shape and dtype of ``x``: drawn on the generator's device, moved to x's.
+
+    Examples:
+        >>> e = gaussian_noise(torch.zeros(1000), torch.Generator().manual_seed(0))
+        >>> e.shape, abs(float(e.mean())) < 0.1, abs(float(e.std()) - 1) < 0.1
+        (torch.Size([1000]), True, True)
+    """
+    check_generator(generator, x)
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def owners(counts: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -23,8 +23,9 @@ restored after each call.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -40,35 +41,21 @@ from ._checks import (
     clean_forward,
     resolve_target,
 )
-from .aggregates import AGGREGATES, Aggregate, Estimate, RunningMoments, check_aggregate
+from .aggregates import Aggregate, Estimate, RunningMoments, check_aggregate
 from .noise import (
-    DEFAULT_NOISE_LEVEL,
-    SAMPLINGS,
     NormalStream,
     Sampling,
     check_generator,
     check_sampling,
     default_noise_std,
-    noise_std,
     noisy_copies,
     owners,
 )
 from .precision import float32_precision
 
-__all__ = [
-    "AGGREGATES",
-    "DEFAULT_NOISE_LEVEL",
-    "SAMPLINGS",
-    "Estimate",
-    "TargetType",
-    "default_batch_size",
-    "noise_std",
-    "noisy_gradients",
-    "resolve_target",
-    "smoothgrad",
-    "smoothgrad_estimate",
-    "vanilla_gradient",
-]
+Attribution = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``attribution(model, x, classes)`` -> (B, C, H, W) or (B, 1, H, W): an attribution of each image of x (B, C, H, W)
+for its class ``classes[b]``; what SmoothGrad averages over noisy copies (default: ``vanilla_gradient``)."""
 
 # Elements (noisy copies x C x H x W) per forward pass when batch_size=None, per device type.
 # Chosen with benchmarks/bench_smoothgrad.py (the README has the table).
@@ -126,6 +113,7 @@ def smoothgrad(
     generator: torch.Generator | None = None,
     progress: bool = False,
     tf32: bool = False,
+    attribution: Attribution | None = None,
 ) -> torch.Tensor:
     """SmoothGrad: an average over gradients of Gaussian-noised copies of ``x``.
 
@@ -168,10 +156,13 @@ def smoothgrad(
         progress: show a progress bar over the noisy copies (tqdm).
         tf32: allow TensorFloat-32 on CUDA (faster, about 3 significant
             digits per multiply); the default is full float32.
+        attribution: what is averaged instead of the gradient, ``attribution(model, noisy, classes)``
+            (an ``Attribution``, e.g. Integrated Gradients): its SmoothGrad, ``G_i = attribution(x + eps_i)``.
+            None: ``vanilla_gradient``.
 
     Returns:
-        Tensor with the shape and dtype of ``x``. ``smoothgrad_estimate`` gives
-        the same tensor with its standard error.
+        Tensor with the shape and dtype of ``x`` (of the attribution, for one value per pixel: (B, 1, H, W)).
+        ``smoothgrad_estimate`` gives the same tensor with its standard error.
 
     Examples:
         >>> import torch
@@ -196,6 +187,7 @@ def smoothgrad(
         generator=generator,
         progress=progress,
         tf32=tf32,
+        attribution=attribution,
     ).mean
 
 
@@ -215,6 +207,7 @@ def smoothgrad_estimate(
     generator: torch.Generator | None = None,
     progress: bool = False,
     tf32: bool = False,
+    attribution: Attribution | None = None,
 ) -> Estimate:
     """SmoothGrad with its per-element Monte-Carlo standard error, and optionally an adaptive N.
 
@@ -268,12 +261,12 @@ def smoothgrad_estimate(
         (True, torch.Size([2]))
     """
     run = _Run.prepare(
-        model, x, target, n_samples, noise_level, sigma, aggregate, sampling, batch_size, generator, tf32
+        model, x, target, n_samples, noise_level, sigma, aggregate, sampling, batch_size, generator, tf32, attribution
     )
     if tolerance is not None:
         _check_tolerance(tolerance, max_samples, n_samples, sampling, aggregate)
     n_images = run.batch.shape[0]
-    sums = RunningMoments(run.batch.shape, aggregate, sampling == "antithetic")
+    sums = RunningMoments(n_images, aggregate, sampling == "antithetic")
     with tqdm(total=n_images * n_samples, unit="copy", disable=not progress) as bar:
         counts = torch.full((n_images,), n_samples, dtype=torch.long)
         while int(counts.sum()):
@@ -310,6 +303,7 @@ def noisy_gradients(
     generator: torch.Generator | None = None,
     tf32: bool = False,
     return_logits: bool = False,
+    attribution: Attribution | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The individual noisy gradients ``G_i`` that ``smoothgrad`` aggregates.
 
@@ -322,19 +316,30 @@ def noisy_gradients(
 
     With ``return_logits=True``, returns ``(gradients, logits)``: also the
     model's logits at each noisy copy, (B, N, K) or (N, K), from the forward
-    passes the gradients are taken through (no extra pass).
+    passes the gradients are taken through (no extra pass; the ``attribution``
+    must then run the model once per chunk, as ``vanilla_gradient`` does).
+    ``attribution``: see ``smoothgrad``.
+
+    Examples:
+        A linear model's gradient is its weight at every noisy copy:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> grads = noisy_gradients(model, torch.zeros(1, 1, 2, 2), 1, n_samples=3, sigma=1.0,
+        ...                         generator=torch.Generator().manual_seed(0))
+        >>> grads.shape, bool((grads == model[1].weight[1].reshape(1, 1, 1, 2, 2)).all())
+        (torch.Size([1, 3, 1, 2, 2]), True)
     """
-    run = _Run.prepare(model, x, target, n_samples, noise_level, sigma, "raw", sampling, batch_size, generator, tf32)
-    n_images, shape = run.batch.shape[0], run.batch.shape[1:]
-    out = torch.empty((n_images * n_samples, *shape), dtype=run.batch.dtype, device=run.batch.device)
-    logits = []
-    start = 0
-    for owner, grads, chunk_logits in run.gradients(torch.full((n_images,), n_samples, dtype=torch.long)):
-        out[start : start + len(owner)] = grads
-        if return_logits:
-            logits.append(chunk_logits)
-        start += len(owner)
-    out = out.reshape(n_images, n_samples, *shape)
+    run = _Run.prepare(
+        model, x, target, n_samples, noise_level, sigma, "raw", sampling, batch_size, generator, tf32, attribution
+    )
+    n_images = run.batch.shape[0]
+    chunks, logits = [], []
+    for _, grads, chunk_logits in run.gradients(torch.full((n_images,), n_samples, dtype=torch.long), return_logits):
+        chunks.append(grads)
+        logits.append(chunk_logits)
+    out = torch.cat(chunks).contiguous().reshape(n_images, n_samples, *chunks[0].shape[1:])
     if not return_logits:
         return out[0] if run.single else out
     all_logits = torch.cat(logits).reshape(n_images, n_samples, -1)
@@ -349,13 +354,13 @@ class _Run:
     batch: torch.Tensor
     single: bool
     stdev: torch.Tensor
-    classes: torch.Tensor | None  # None until the first forward pass (explicit target off the CPU)
-    target: TargetType
+    classes: torch.Tensor  # range-checked by the attribution's forward pass when no clean pass ran (off the CPU)
     antithetic: bool
     step: int
     layout: torch.memory_format
     noise: NormalStream
     tf32: bool
+    attribution: Attribution
 
     @classmethod
     def prepare(
@@ -371,6 +376,7 @@ class _Run:
         batch_size: int | None,
         generator: torch.Generator | None,
         tf32: bool,
+        attribution: Attribution | None,
     ) -> _Run:
         check_model(model, x)
         batch, single = as_batch(x)
@@ -385,36 +391,42 @@ class _Run:
         if antithetic:
             step = max(2, step - step % 2)  # whole pairs in every chunk
         layout, clean_logits = clean_forward(model, batch, need_logits=target is None, tf32=tf32)
-        classes = None
-        if clean_logits is not None:
-            classes = resolve_target(target, *clean_logits.shape, predicted=clean_logits)
-        elif target is not None:
-            resolve_target(target, batch.shape[0], None)  # the count and dtype now; the class range at the first chunk
+        n_classes = None if clean_logits is None else clean_logits.shape[1]
+        classes = resolve_target(target, batch.shape[0], n_classes, predicted=clean_logits).to(batch.device)
         noise = NormalStream(batch[0].shape, generator, batch.device, batch.dtype)
-        return cls(model, batch, single, stdev, classes, target, antithetic, step, layout, noise, tf32)
+        attribute = partial(vanilla_gradient, tf32=tf32) if attribution is None else attribution
+        return cls(model, batch, single, stdev, classes, antithetic, step, layout, noise, tf32, attribute)
 
-    def gradients(self, counts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Gradients at ``counts[b]`` new noisy copies of each image b, image by image, in chunks of ``step``.
+    def gradients(
+        self, counts: torch.Tensor, keep_logits: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Attributions at ``counts[b]`` new noisy copies of each image b, image by image, in chunks of ``step``.
 
-        Yields (owner (n,), gradients (n, C, H, W), logits (n, K), detached) per chunk; copies of one
-        image are contiguous and, for antithetic sampling, come in pairs
-        ``x + eps, x - eps``.
+        Yields (owner (n,), attributions (n, ...), logits (n, K) or None unless ``keep_logits``, detached) per
+        chunk; copies of one image are contiguous and, for antithetic sampling, come in pairs ``x + eps, x - eps``.
         """
         everyone = owners(counts, self.batch.device)
         for start in range(0, len(everyone), self.step):
             owner = everyone[start : start + self.step]
             noisy = noisy_copies(self.batch, self.stdev, owner, self.noise, self.antithetic)
-            noisy = noisy.contiguous(memory_format=self.layout)
-            yield owner, *self._input_gradient(noisy.requires_grad_(True), owner)
+            yield owner, *self._attribute(noisy.contiguous(memory_format=self.layout), owner, keep_logits)
 
-    def _input_gradient(self, noisy: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with float32_precision(self.tf32), torch.enable_grad():
-            logits = checked_logits(self.model, noisy)
-            if self.classes is None:
-                self.classes = resolve_target(self.target, self.batch.shape[0], logits.shape[1]).to(logits.device)
-            selected = logits.gather(1, self.classes[owner][:, None]).sum()
-            (grads,) = torch.autograd.grad(selected, noisy)
-        return grads, logits.detach()
+    def _attribute(
+        self, noisy: torch.Tensor, owner: torch.Tensor, keep_logits: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attribution of noisy copies (n, C, H, W), and (``keep_logits``) the logits of its one forward pass."""
+        seen: list[torch.Tensor] = []
+        keep = lambda module, inputs, output: seen.append(output.detach())  # noqa: E731
+        hook = self.model.register_forward_hook(keep) if keep_logits else None
+        try:
+            with float32_precision(self.tf32):
+                attribution = self.attribution(self.model, noisy, self.classes[owner])
+        finally:
+            if hook is not None:
+                hook.remove()
+        if keep_logits and len(seen) != 1:
+            raise ValueError(f"return_logits needs an attribution with one forward pass per chunk; it ran {len(seen)}.")
+        return attribution.detach(), seen[0] if keep_logits else None
 
 
 def _more_samples(sums: RunningMoments, tolerance: float, max_samples: int, sampling: str) -> torch.Tensor:

@@ -12,7 +12,8 @@ from torch import nn
 
 from smoothgrad_lib import noisy_gradients, smoothgrad, smoothgrad_estimate, vanilla_gradient
 from smoothgrad_lib.faithfulness import deletion_curve, infidelity
-from smoothgrad_lib.methods import all_attributions, lrp
+from smoothgrad_lib.lrp import lrp
+from smoothgrad_lib.methods import all_attributions
 from smoothgrad_lib.probes import taylor_bias
 from smoothgrad_lib.smoothing import stein_gradient
 

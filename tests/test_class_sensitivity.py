@@ -1,4 +1,4 @@
-"""metrics.class_sensitivity: Spearman over pixels between the maps of two classes, on exact cases."""
+"""robustness.class_sensitivity: Spearman over pixels between the maps of two classes, on exact cases."""
 
 import torch
 from scipy.stats import spearmanr
@@ -6,7 +6,7 @@ from torch import nn
 
 from smoothgrad_lib import vanilla_gradient
 from smoothgrad_lib.methods import explanation_function
-from smoothgrad_lib.metrics import class_sensitivity
+from smoothgrad_lib.robustness import class_sensitivity
 
 
 def test_a_method_that_ignores_the_class_scores_exactly_one():

@@ -241,7 +241,7 @@ WRONG = {
 }
 HELPERS = (
     "from smoothgrad_lib import vanilla_gradient\n"
-    "from smoothgrad_lib.metrics import max_sensitivity, uniform_ball_noise\n"
+    "from smoothgrad_lib.robustness import max_sensitivity, uniform_ball_noise\n"
 )
 
 

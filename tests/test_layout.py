@@ -1,15 +1,10 @@
-"""The package's layout rules: no private imports between modules, deprecated shims warn, explain stays light."""
+"""The package's layout rules: no private imports between modules, removed shims stay removed, explain stays light."""
 
 import ast
-import importlib
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "smoothgrad_lib"
-RESEARCH = {"experiments", "theory", "evaluation", "metrics", "faithfulness", "randomisation", "probes", "montecarlo"}
+RESEARCH = {"metrics", "robustness", "faithfulness", "randomisation", "probes", "montecarlo"}
 
 
 def _relative_imports(path: Path) -> list[tuple[str, str]]:
@@ -43,25 +38,11 @@ def test_explain_imports_no_research_module():
     assert modules & RESEARCH == set()
 
 
-@pytest.mark.parametrize("module", ["experiments", "theory", "evaluation"])
-def test_old_modules_warn_and_re_export(module):
-    sys.modules.pop(f"smoothgrad_lib.{module}", None)
-    with pytest.warns(DeprecationWarning, match=f"smoothgrad_lib.{module} is deprecated"):
-        shim = importlib.import_module(f"smoothgrad_lib.{module}")
-    for name in shim.__all__:
-        assert getattr(shim, name) is not None
-
-
-def test_new_modules_import_without_a_deprecation_warning():
-    code = (
-        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
-        "from smoothgrad_lib import methods, montecarlo, smoothing, explain\n"
-        "from smoothgrad_lib import metrics, faithfulness, randomisation, probes\n"
-        "import sys; old = ('experiments', 'theory', 'evaluation')\n"
-        "print(sorted(m for m in sys.modules if m.rsplit('.')[-1] in old))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
+def test_removed_modules_are_gone_and_nothing_imports_them():
+    removed = {"experiments", "theory", "evaluation"}
+    assert not [module for module in removed if (PACKAGE / f"{module}.py").exists()]
+    imported = {module.split(".")[0] for path in PACKAGE.glob("*.py") for module, _ in _relative_imports(path)}
+    assert imported & removed == set()
 
 
 def test_layout_has_no_import_cycle():

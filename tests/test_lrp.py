@@ -1,4 +1,4 @@
-"""methods.lrp (Captum's LRP, epsilon rule): exact cases on linear models, conservation, LRP-0 = Gradient x Input on
+"""lrp.lrp (Captum's LRP, epsilon rule): exact cases on linear models, conservation, LRP-0 = Gradient x Input on
 ReLU networks, the shapes twin, the refusal of EfficientNet-Lite0, and its opt-in registry entry."""
 
 import copy
@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from smoothgrad_lib import vanilla_gradient
-from smoothgrad_lib.methods import FAMILIES, LRP_EPSILON, all_attributions, attribution_methods, lrp, lrp_problems
+from smoothgrad_lib.lrp import LRP_EPSILON, lrp, lrp_problems
+from smoothgrad_lib.methods import FAMILIES, all_attributions, attribution_methods
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import load_twin
 

@@ -1,24 +1,30 @@
-"""smoothgrad_lib.methods: shapes, determinism, Captum's completeness, the ReLU6 guard of Guided Backprop, and
-all_attributions against the functions it stands for."""
+"""smoothgrad_lib.methods: shapes, determinism, Captum's completeness, hand-computed Grad-CAM, Guided Backprop and
+blurred vanilla, the ReLU6 guard of Guided Backprop, smoothed methods against Captum's NoiseTunnel and a closed form,
+and all_attributions against the functions it stands for."""
 
 import copy
 
+import captum.attr
 import pytest
 import torch
+from captum.attr import NoiseTunnel
 from torch import nn
 
 from smoothgrad_lib import methods as methods_module
-from smoothgrad_lib import saliency_map, smoothgrad, vanilla_gradient
+from smoothgrad_lib import smoothgrad, vanilla_gradient
 from smoothgrad_lib.aggregates import AGGREGATES
-from smoothgrad_lib.faithfulness import blur
 from smoothgrad_lib.methods import (
     FAMILIES,
+    REGISTRY,
     MethodSpec,
     all_attributions,
+    attribute,
     attribution_methods,
     register,
-    smoothgrad_aggregates,
+    smoothed,
+    smoothed_aggregates,
 )
+from smoothgrad_lib.noise import NormalStream
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import load_twin
 
@@ -35,8 +41,8 @@ def test_registry_names():
     assert names == [
         "vanilla",
         "smoothgrad_abs_0.1",
-        "smoothgrad_abs_0.2",
         "smoothgrad_square_0.1",
+        "smoothgrad_abs_0.2",
         "smoothgrad_square_0.2",
         "integrated_gradients",
         "gradient_x_input",
@@ -54,24 +60,140 @@ def test_every_method_has_the_right_shape_is_deterministic_and_leaves_model_and_
     methods = attribution_methods(gradcam_layer=SHAPES_LAYER, n_samples=4, aggregates=("abs",), ig_steps=8)
     one_value_per_pixel = {"grad_cam", "blurred_vanilla", "random"}
     for name, method in methods.items():
-        first = method(model, x, None, torch.Generator().manual_seed(0))
-        again = method(model, x, None, torch.Generator().manual_seed(0))
+        first = method(model, x, None, generator=torch.Generator().manual_seed(0))
+        again = method(model, x, None, generator=torch.Generator().manual_seed(0))
         channels = 1 if name in one_value_per_pixel else 3
         assert first.shape == (2, channels, 64, 64) and torch.isfinite(first).all() and not first.requires_grad, name
         assert torch.equal(first, again), name
         if name == "random" or name.startswith("smoothgrad"):
-            assert not torch.equal(first, method(model, x, None, torch.Generator().manual_seed(1))), name
+            assert not torch.equal(first, method(model, x, None, generator=torch.Generator().manual_seed(1))), name
     assert torch.equal(x, x_before)
     assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), params_before, strict=True))
 
 
-def test_smoothgrad_aggregates_equal_the_registry_entries(twin):
+def test_smoothed_aggregates_equal_the_registry_entries(twin):
     model, x = twin
-    shared = smoothgrad_aggregates(model, x, None, torch.Generator().manual_seed(3), n_samples=6, noise_level=0.2)
+    spec = REGISTRY["smoothgrad"]
+    shared = smoothed_aggregates(
+        spec, model, x, n_samples=6, noise_level=0.2, generator=torch.Generator().manual_seed(3)
+    )
     methods = attribution_methods(gradcam_layer=SHAPES_LAYER, n_samples=6, levels=(0.2,))
     for aggregate, value in shared.items():
-        alone = methods[f"smoothgrad_{aggregate}_0.2"](model, x, None, torch.Generator().manual_seed(3))
+        alone = methods[f"smoothgrad_{aggregate}_0.2"](model, x, None, generator=torch.Generator().manual_seed(3))
         torch.testing.assert_close(value, alone, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="not a smoothed method"):
+        smoothed_aggregates(REGISTRY["vanilla"], model, x)
+
+
+def test_smoothgrad_is_smoothed_vanilla_and_bitwise_saliency_smoothgrad(twin):
+    model, x = twin
+    spec = REGISTRY["smoothgrad"]
+    assert spec.smooths is REGISTRY["vanilla"] and REGISTRY["vanilla"].function is vanilla_gradient
+    for aggregate in AGGREGATES:
+        options = {"n_samples": 5, "noise_level": 0.2, "aggregate": aggregate, "batch_size": 3}
+        ours = attribute(spec, model, x, 1, generator=torch.Generator().manual_seed(4), **options)
+        assert torch.equal(ours, smoothgrad(model, x, 1, generator=torch.Generator().manual_seed(4), **options))
+
+
+def _on_captum_noise(monkeypatch, seed: int, x: torch.Tensor) -> None:
+    """Make Captum's NoiseTunnel draw its noise from noise.NormalStream as smoothgrad does (one partition)."""
+    stream = NormalStream(x.shape[1:], torch.Generator().manual_seed(seed), x.device, x.dtype)
+
+    def add_noise(inputs: torch.Tensor, stdev: float, copies: int) -> torch.Tensor:
+        return inputs.repeat_interleave(copies, dim=0) + stdev * stream.take(len(inputs) * copies)
+
+    monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(add_noise))
+
+
+@pytest.mark.parametrize(
+    "name, captum_options", [("integrated_gradients", {"n_steps": 4, "baselines": 0.0}), ("gradient_x_input", {})]
+)
+@pytest.mark.parametrize(
+    "aggregate, nt_type", [("raw", "smoothgrad"), ("square", "smoothgrad_sq"), ("vargrad", "vargrad")]
+)
+def test_smoothed_methods_equal_captum_noise_tunnel_on_the_same_noise(
+    twin, monkeypatch, name, captum_options, aggregate, nt_type
+):
+    model, x = twin
+    x = x.clone()
+    x[:, :, 0, 0], x[:, :, -1, -1] = 0.0, 1.0  # every image's range is 1, so noise_level is Captum's stdevs
+    spec = REGISTRY[f"smoothgrad_{name}"]
+    ours = attribute(
+        spec,
+        model,
+        x,
+        [1, 2],
+        n_samples=5,
+        noise_level=0.2,
+        aggregate=aggregate,
+        ig_steps=4,
+        batch_size=3,
+        generator=torch.Generator().manual_seed(7),
+    )
+    _on_captum_noise(monkeypatch, 7, x)
+    captum_method = {
+        "integrated_gradients": captum.attr.IntegratedGradients,
+        "gradient_x_input": captum.attr.InputXGradient,
+    }[name](model)
+    theirs = NoiseTunnel(captum_method).attribute(
+        x.clone().requires_grad_(True),
+        nt_type=nt_type,
+        nt_samples=5,
+        stdevs=0.2,
+        target=torch.tensor([1, 2]),
+        **captum_options,
+    )
+    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_raw_smoothgrad_of_gradient_x_input_of_a_linear_model_is_x_times_w():
+    # A(x) = x * w for f(x) = w . x + b: the mean of (x + eps_i) * w is x * w + w * mean(eps_i); antithetic pairs
+    # cancel mean(eps_i) exactly, iid draws within a few standard errors of it.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    x = torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    expected = x * model[1].weight[2].reshape(1, 3, 2, 2)
+    spec = smoothed(REGISTRY["gradient_x_input"])
+    exact = attribute(
+        spec,
+        model,
+        x,
+        2,
+        n_samples=8,
+        aggregate="raw",
+        sampling="antithetic",
+        generator=torch.Generator().manual_seed(1),
+    )
+    torch.testing.assert_close(exact, expected)
+    drawn = attribute(
+        spec, model, x, 2, n_samples=400, noise_level=0.1, aggregate="raw", generator=torch.Generator().manual_seed(1)
+    )
+    sigma = 0.1 * (x.flatten(1).amax(1) - x.flatten(1).amin(1)).reshape(-1, 1, 1, 1)
+    stderr = sigma * model[1].weight[2].abs().reshape(1, 3, 2, 2) / 400**0.5
+    assert ((drawn - expected).abs() <= 4 * stderr + 1e-6).all()
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+@pytest.mark.parametrize("name", [name for name, spec in REGISTRY.items() if spec.smooths is not None])
+def test_every_smoothed_method_is_independent_of_the_batch_size(twin, name):
+    model, x = twin
+    options = {"n_samples": 4, "noise_level": 0.2, "aggregate": "abs", "ig_steps": 3, "gradcam_layer": SHAPES_LAYER}
+    runs = [
+        attribute(REGISTRY[name], model, x, 1, batch_size=size, generator=torch.Generator().manual_seed(2), **options)
+        for size in (1, 3, 8)
+    ]
+    assert runs[0].shape[0] == 2 and torch.isfinite(runs[0]).all()
+    for other in runs[1:]:
+        torch.testing.assert_close(other, runs[0], rtol=1e-4, atol=1e-6)
+
+
+def test_smoothed_refuses_a_random_method_and_attribute_unknown_options(twin):
+    model, x = twin
+    with pytest.raises(ValueError, match="is random"):
+        smoothed(REGISTRY["random"])
+    with pytest.raises(ValueError, match="unknown options"):
+        attribute(REGISTRY["vanilla"], model, x, seed=3)
+    with pytest.raises(ValueError, match="smoothed methods only"):
+        attribute(REGISTRY["vanilla"], model, x, sampling="antithetic")
 
 
 @pytest.mark.parametrize("activation, tolerance", [("softplus", 0.001), ("relu", 0.03)])
@@ -87,25 +209,55 @@ def test_integrated_gradients_completeness(activation, tolerance):
         logits = model(x)
         target = logits.argmax(1)
         difference = (logits - model(torch.zeros_like(x)))[torch.arange(len(x)), target]
-    total = ig(model, x, None, None).flatten(1).sum(1)
+    total = ig(model, x).flatten(1).sum(1)
     error = (total - difference).abs() / difference.abs()
     assert error.max() < tolerance, error
 
 
-def test_grad_cam_and_blurred_vanilla_definitions(twin):
-    model, x = twin
-    methods = attribution_methods(gradcam_layer=SHAPES_LAYER)
-    cam = methods["grad_cam"](model, x, 2, None)
-    assert (cam >= 0).all() and cam.flatten(1).amax(1).gt(0).all()
-    vanilla_map = saliency_map(vanilla_gradient(model, x, 2), normalize=None)[:, None]
-    torch.testing.assert_close(methods["blurred_vanilla"](model, x, 2, None), blur(vanilla_map, 1.5))
+def test_grad_cam_of_a_global_average_pooling_network_is_the_class_activation_map():
+    # logit_c = sum_k w_ck mean_ij A_k(i, j): Grad-CAM's weight of channel k is w_ck / (h w), so its map is
+    # ReLU(sum_k w_ck A_k) / (h w) (Zhou et al.'s CAM over h w), at the input's size (padding 1: no upsampling).
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    ).eval()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        activations = model[1](model[0](x))
+    expected = (activations * model[4].weight[1].reshape(1, 4, 1, 1)).sum(1, keepdim=True).relu() / 36
+    cam = attribute(REGISTRY["grad_cam"], model, x, 1, gradcam_layer="1")
+    assert expected.flatten(1).amax(1).gt(0).all()
+    torch.testing.assert_close(cam, expected)
 
 
 @pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
-def test_guided_backprop_rewrites_the_relus_of_the_twin(twin):
-    model, x = twin
-    guided = attribution_methods(gradcam_layer=SHAPES_LAYER)["guided_backprop"](model, x, None, None)
-    assert not torch.allclose(guided, vanilla_gradient(model, x))
+def test_guided_backprop_of_a_two_layer_network_by_hand():
+    # y = W2 ReLU(W1 x + b1): the gradient passes the ReLU where z > 0; Guided Backprop passes only the positive
+    # part of the incoming gradient there, dx = W1^T ((z > 0) * max(W2_c, 0)).
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    x = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        gate = (model[1](x.flatten(1)) > 0).float()
+    w1, w2 = model[1].weight.detach(), model[3].weight[0].detach()
+    expected = ((gate * w2.clamp_min(0)) @ w1).reshape(1, 3, 2, 2)
+    guided = attribute(REGISTRY["guided_backprop"], model, x, 0)
+    torch.testing.assert_close(guided, expected)
+    assert not torch.allclose(guided, ((gate * w2) @ w1).reshape(1, 3, 2, 2))  # the vanilla gradient differs
+
+
+def test_blurred_vanilla_of_a_one_pixel_gradient_is_the_gaussian_kernel():
+    # f(x) = 2 x[c=1, 8, 8]: the vanilla map is 2 at one pixel, its blur is 2 x the normalised Gaussian of
+    # sigma 1.5 pixels truncated at ceil(3 sigma) = 5 pixels, centred there.
+    weight = torch.zeros(2, 3 * 16 * 16)
+    weight[0, 1 * 256 + 8 * 16 + 8] = -2.0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2, bias=False)).eval()
+    model[1].weight.data = weight
+    offsets = torch.arange(-5, 6, dtype=torch.float32)
+    kernel = (-0.5 * (offsets / 1.5) ** 2).exp()
+    kernel /= kernel.sum()
+    expected = torch.zeros(1, 1, 16, 16)
+    expected[0, 0, 3:14, 3:14] = 2 * torch.outer(kernel, kernel)
+    blurred = attribute(REGISTRY["blurred_vanilla"], model, torch.rand(1, 3, 16, 16), 0, blur_sigma=1.5)
+    torch.testing.assert_close(blurred, expected)
 
 
 def test_lite0_grad_cam_works_and_guided_backprop_refuses_relu6():
@@ -114,17 +266,17 @@ def test_lite0_grad_cam_works_and_guided_backprop_refuses_relu6():
     model = load_model(device="cpu").model
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     methods = attribution_methods(gradcam_layer="1._bn1")
-    assert methods["grad_cam"](model, x, 281, None).shape == (1, 1, 224, 224)
+    assert methods["grad_cam"](model, x, 281).shape == (1, 1, 224, 224)
     with pytest.raises(ValueError, match="ReLU6"):
-        methods["guided_backprop"](model, x, 281, None)
+        methods["guided_backprop"](model, x, 281)
 
 
 def test_bad_layer_and_input():
     model, x = load_twin("relu"), make_shapes(1, seed=0).images
     with pytest.raises(AttributeError):
-        attribution_methods(gradcam_layer="nope")["grad_cam"](model, x, None, None)
+        attribution_methods(gradcam_layer="nope")["grad_cam"](model, x)
     with pytest.raises(ValueError, match="batch axis"):
-        attribution_methods(gradcam_layer=SHAPES_LAYER)["gradient_x_input"](model, x[0], None, None)
+        attribution_methods(gradcam_layer=SHAPES_LAYER)["gradient_x_input"](model, x[0])
 
 
 @pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
@@ -162,7 +314,7 @@ def test_all_attributions_equal_the_registry_in_any_chunks_and_leave_model_and_x
     registry = attribution_methods(gradcam_layer=SHAPES_LAYER, ig_steps=4)
     for name, value in together.items():
         generator = torch.Generator().manual_seed(3) if name == "random" else None
-        expected = registry[name](model, x, target, generator)
+        expected = registry[name](model, x, target, generator=generator)
         torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6, msg=name)
         torch.testing.assert_close(one_at_a_time[name], expected, rtol=1e-4, atol=1e-6, msg=name)
         assert value.is_contiguous() and not value.requires_grad, name
@@ -223,14 +375,15 @@ def test_a_new_method_is_one_registry_entry(twin, monkeypatch):
     monkeypatch.setattr(methods_module, "REGISTRY", dict(methods_module.REGISTRY))
     seen = {}
 
-    def sign_of_input(model, x, classes, *, seed):
-        seen["classes"], seen["seed"] = classes, seed
+    def sign_of_input(model, x, classes, *, generator=None):
+        seen["classes"], seen["draw"] = classes, torch.rand(1, generator=generator)
         return x.sign()
 
-    register(MethodSpec("sign_of_input", sign_of_input, takes=("seed",)))
+    register(MethodSpec("sign_of_input", sign_of_input, takes=("generator",)))
     out = all_attributions(model, x, 1, gradcam_layer=SHAPES_LAYER, seed=5, levels={}, methods=("sign_of_input",))
     assert list(out) == ["sign_of_input"] and torch.equal(out["sign_of_input"], x.sign())
-    assert seen["classes"].tolist() == [1] * len(x) and seen["seed"] == 5
+    assert seen["classes"].tolist() == [1] * len(x)
+    assert torch.equal(seen["draw"], torch.rand(1, generator=torch.Generator().manual_seed(5)))
     assert list(all_attributions(model, x, gradcam_layer=SHAPES_LAYER, levels={}))[-1] == "sign_of_input"
     assert "sign_of_input" in attribution_methods(gradcam_layer=SHAPES_LAYER)
     with pytest.raises(ValueError, match="already registered"):

@@ -1,4 +1,4 @@
-"""Robustness metrics of explanations (metrics.max_sensitivity, metrics.local_lipschitz, faithfulness.infidelity):
+"""Robustness metrics of explanations (robustness.max_sensitivity, robustness.local_lipschitz, faithfulness.infidelity):
 against Captum on the same perturbations, on exact cases, and with every method of the registry."""
 
 import pytest
@@ -10,7 +10,7 @@ from torch import nn
 from smoothgrad_lib import vanilla_gradient
 from smoothgrad_lib.faithfulness import gaussian_perturbations, infidelity
 from smoothgrad_lib.methods import attribution_methods, explanation_function
-from smoothgrad_lib.metrics import (
+from smoothgrad_lib.robustness import (
     class_sensitivity,
     explanation_robustness,
     local_lipschitz,
