@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-LIBRARY_PATHS = ("smoothgrad_lib", "pyproject.toml")  # as in tools/stamp_colab.py
+LIBRARY_PATHS = ("smoothgrad_lib", "pyproject.toml", "setup.py")  # as in tools/stamp_colab.py
 
 
 def library_commit(root: Path) -> str | None:
