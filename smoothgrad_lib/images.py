@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Photos that ship inside scikit-image's wheel (no download), with what they show.
@@ -152,6 +151,8 @@ def _check_fit(size: int | None, fit: str) -> None:
 
 def _fit_tensor(image: torch.Tensor, size: int, fit: str) -> tuple[torch.Tensor, list[str]]:
     """(3, H, W) -> (3, size, size) by ``fit``, and the steps taken, in words (pixel boxes are [start, end))."""
+    from torchvision.transforms import functional as TF  # here, not at the top: importing torchvision takes seconds
+
     height, width = image.shape[1:]
     if (height, width) == (size, size):
         return image.clamp(0, 1), []
@@ -255,7 +256,8 @@ def _to_tensor(image: Image.Image, source: str) -> tuple[torch.Tensor, str, str,
     kind = _EIGHT_BIT.get(image.mode, image.mode)
     if "transparency" in kind or (image.mode == "P" and "transparency" in image.info):
         kind = kind.replace(" with transparency", "") + " with transparency (composited on white)"
-    return TF.pil_to_tensor(_to_rgb(image)).float() / 255, f"8-bit {kind}", "divided by 255, the 8-bit maximum", []
+    rgb = torch.from_numpy(np.array(_to_rgb(image))).permute(2, 0, 1)
+    return rgb.float() / 255, f"8-bit {kind}", "divided by 255, the 8-bit maximum", []
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
