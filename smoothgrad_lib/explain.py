@@ -29,8 +29,8 @@ out of range, a constant image with a noise level above 0, an online-only
 model while offline), reported in one line on stderr before any long work.
 
 examples:
-  python -m smoothgrad_lib explain chelsea --tolerance 0.05 --out chelsea.png
-  python -m smoothgrad_lib explain photo.jpg --fit pad --target "tabby" --n-samples 100
+  smoothgrad explain chelsea --tolerance 0.05 --out chelsea.png
+  smoothgrad explain photo.jpg --fit pad --target "tabby" --n-samples 100
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import torch
 from matplotlib.backend_bases import FigureCanvasBase
 
 from .aggregates import AGGREGATES, relative_error
-from .images import DEFAULT_FIT, FITS, PHOTOS, Picture, fit_image, read_image
+from .images import DEFAULT_FIT, FITS, FORMATS, PHOTOS, Picture, fit_image, read_image
 from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, default_device, load_model
 from .noise import DEFAULT_NOISE_LEVEL
 from .noise import seeded_generator as generator
@@ -90,7 +90,7 @@ def parser_options() -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``explain`` arguments on ``parser`` (a parser or a subcommand's parser)."""
-    parser.add_argument("image", help=f"an image file (JPEG, PNG, TIFF, ...) or a bundled photo: {', '.join(PHOTOS)}")
+    parser.add_argument("image", help=f"an image file ({FORMATS}) or a bundled photo: {', '.join(PHOTOS)}")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(MODELS)} (default: %(default)s)")
     parser.add_argument(
         "--target", help="class to explain: an index or a name (case-insensitive); default: the predicted class"

@@ -36,6 +36,8 @@ FITS = {
     "resize": "stretch to the model's square input (the model sees all of it, the aspect ratio is lost)",
 }
 DEFAULT_FIT = "crop"
+# What the error messages name as readable: the common formats Pillow decodes (it reads more).
+FORMATS = "JPEG, PNG, TIFF, BMP, GIF, WebP"
 PAD_VALUE = 0.5  # mid-grey: close to the mean pixel the models normalise away
 # --fit crop warns when it keeps less than this fraction of the picture (a centre crop of a W:H photo keeps H/W).
 CROP_WARNING = 0.6
@@ -105,7 +107,7 @@ def read_image(name_or_path: str | Path, size: int | None = 224, fit: str = DEFA
 
     Raises:
         FileNotFoundError: neither a bundled photo nor an existing file.
-        ValueError: a file that cannot be decoded (or claims too many pixels), an unsupported pixel type,
+        ValueError: a directory; a file that cannot be decoded (or claims too many pixels), an unsupported pixel type,
             NaN or infinite values; a bad ``size`` or ``fit``.
     """
     _check_fit(size, fit)
@@ -195,6 +197,11 @@ def _decode(name_or_path: str | Path) -> Picture:
         source = name_or_path
     else:
         path = Path(name_or_path)
+        if path.is_dir():
+            raise ValueError(
+                f"{str(name_or_path)!r} is a directory: give one image file ({FORMATS}) in it, "
+                f"or a bundled photo ({', '.join(PHOTOS)})."
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"{str(name_or_path)!r} is neither a bundled photo ({', '.join(PHOTOS)}) nor an existing file."
@@ -209,7 +216,7 @@ def _decode(name_or_path: str | Path) -> Picture:
         except Image.DecompressionBombError as error:
             raise ValueError(f"could not read {str(path)!r}: its header claims too many pixels ({error})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ValueError(f"could not read {str(path)!r} as an image (JPEG or PNG expected): {error}") from None
+            raise ValueError(f"could not read {str(path)!r} as an image ({FORMATS} expected): {error}") from None
         if orientation in _ORIENTATIONS:
             steps.append(
                 f"turned upright by its EXIF orientation tag ({orientation}: {_ORIENTATIONS[orientation]}; "

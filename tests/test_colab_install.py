@@ -158,7 +158,7 @@ def test_a_student_versions_checks_run_after_its_colab_install(colab):
 def test_the_advised_wheel_gets_a_student_through_the_install_cell(colab, tmp_path):
     """Colab without the repository: the cell fails with its advice; `make wheel` in a clone (one with later commits
     that leave the library alone), `%pip install` of that wheel, and Run all passes the cell and runs a check cell."""
-    repo, run_cell, _, make_wheel, pip_install = colab
+    repo, run_cell, site, make_wheel, pip_install = colab
     ref = _release(repo, "0.0.5")
     unreachable = f"file://localhost{tmp_path}/not-published-yet"
     failed = run_cell(unreachable, ref, "0.0.5")
@@ -179,6 +179,10 @@ def test_the_advised_wheel_gets_a_student_through_the_install_cell(colab, tmp_pa
     lines = run_all.stdout.strip().splitlines()
     assert lines[0] == f"smoothgrad-lib 0.0.5 (commit {ref})"
     assert "Exercise 1.1: not yet. not answered yet" in run_all.stdout, run_all.stdout
+    # The wheel also installs the console script the README's examples use.
+    script = site.parents[2] / "bin" / "smoothgrad"
+    usage = subprocess.run([script, "explain", "--help"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: smoothgrad explain IMAGE"), usage.stderr
 
 
 def test_a_wheel_of_other_library_code_is_not_taken_for_the_pinned_commit(colab, tmp_path):

@@ -294,7 +294,11 @@ ERRORS = {
         ["no-such-image.png", "--model", "shapes-relu"],
         r"'no-such-image.png' is neither a bundled photo .* nor an existing file",
     ),
-    "unreadable file": (["{text}", "--model", "shapes-relu"], r"could not read .* as an image"),
+    "unreadable file": (
+        ["{text}", "--model", "shapes-relu"],
+        r"could not read .*notes.png' as an image \(JPEG, PNG, TIFF, BMP, GIF, WebP expected\)",
+    ),
+    "directory": (["{tmp}", "--model", "shapes-relu"], r"' is a directory: give one image file \(JPEG, PNG, TIFF"),
     "unknown model": (["{png}", "--model", "alexnet"], r"unknown model 'alexnet'; choose one of efficientnet-lite0"),
     "offline model": (["{png}", "--model", "resnet18"], r"could not download the pretrained weights of 'resnet18'"),
     "unknown class": (["{png}", "--model", "shapes-relu", "--target", "hexagon"], r"unknown class name 'hexagon'"),
@@ -329,7 +333,7 @@ ERRORS = {
     "constant image": (["{constant}", "--model", "shapes-relu"], r"is constant \(every value 0\.502\).* sigma = 0"),
     "wide integers": (["{wide}", "--model", "shapes-relu"], r"32-bit integer image with values 0\.\.100000"),
 }
-IMAGE_ERRORS = ("missing file", "unreadable file", "decompression bomb", "constant image", "wide integers")
+IMAGE_ERRORS = ("missing file", "unreadable file", "directory", "decompression bomb", "constant image", "wide integers")
 
 
 @pytest.mark.parametrize("case", ERRORS)
@@ -496,10 +500,10 @@ def test_one_full_help_from_both_entry_points(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     alone = help_text(explain.main, ["--help"], capsys)
     command = help_text(cli.main, ["explain", "--help"], capsys)
-    assert command == alone.replace("python -m smoothgrad_lib.explain", "python -m smoothgrad_lib explain")
-    flat = " ".join(command.split())
+    flat = " ".join(command.split())  # the usage lines wrap where the two names' lengths put them
+    assert flat == " ".join(alone.replace("python -m smoothgrad_lib.explain", "smoothgrad explain").split())
     for wanted in (
-        "examples: python -m smoothgrad_lib explain chelsea",  # an example
+        "examples: smoothgrad explain chelsea",  # an example, with the console script
         "Exit status: 0 when the figure is written; 2 for a problem with the input",
         "efficientnet-lite0, shapes-relu, shapes-softplus, shapes-relu-permuted work offline",
         "resnet18, resnet50, vgg16 download their ImageNet weights on first use",
