@@ -44,7 +44,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .maps import saliency_map
-from .methods import all_attributions
 from .shapes import ShapesBatch, make_shapes
 from .train import train
 from .twins import TWINS, load_twin
@@ -116,6 +115,8 @@ def roar_maps(
 ) -> dict[str, torch.Tensor]:
     """The map (B, H, W) of every image of ``data`` by each of ``methods`` (names of ``all_attributions``' result),
     explaining its true label with the shipped twin; chunk i of ``MAP_CHUNK`` images uses ``seed + i``."""
+    from .methods import all_attributions  # here, not at the top: Captum and torchvision take seconds to import
+
     model = load_twin(twin)
     families = {_family(name) for name in methods}
     levels = {0.15: tuple(name.split("_")[1] for name in methods if name.startswith("smoothgrad_"))}
