@@ -112,7 +112,7 @@ WRONG = {
         ("def my_gradient(model, x, target):\n    return x[0]\n", "of shape (2, 3, 4, 4), got (3, 4, 4)"),
         (
             "def my_gradient(model, x, target):\n    return vanilla_gradient(model, x, target)\n",
-            "library's `vanilla_gradient`",
+            "calls `vanilla_gradient`",
         ),
     ],
     "my_smoothgrad": [
@@ -235,7 +235,7 @@ WRONG = {
             def my_max_sensitivity(explain_fn, x, radius, n_samples, generator):
                 return max_sensitivity(explain_fn, x, radius, n_samples, generator=generator)
             """,
-            "library's `max_sensitivity`",
+            "calls `max_sensitivity`",
         ),
     ],
 }
