@@ -21,22 +21,23 @@ NOTEBOOKS = sorted((ROOT / "report").glob("*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda's name for the PyPI package
 
 
-def _requirement(text: str) -> tuple[str, str]:
-    name, bound = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", text).groups()
-    return CONDA_NAMES.get(name, name).lower().replace("_", "-"), bound.replace(" ", "")
-
-
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = dict(_requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
-    conda = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+def _conda_environment() -> dict[str, str]:
+    """environment.yml's packages (PyPI names) and their version specifiers, conda's and pip's alike."""
     listed = {}
-    for entry in conda:
+    for entry in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]:
         for item in entry["pip"] if isinstance(entry, dict) else [entry]:
             if item not in ("pip", "-e .") and not item.startswith("python"):
-                name, bound = _requirement(item)
-                listed[name] = bound
-    assert listed == expected
+                name, bound = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", item).groups()
+                listed[canonicalize_name(CONDA_NAMES.get(name, name))] = bound.replace(" ", "")
+    return listed
+
+
+def test_environment_yml_pins_what_the_lock_pins_for_the_packages_of_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    direct |= {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    pins = {canonicalize_name(r.name): str(r.specifier) for r in _lock()}
+    assert _conda_environment() == {name: pins[name] for name in direct}
 
 
 def _lock() -> list[Requirement]:
@@ -58,6 +59,25 @@ def test_lock_is_universal_and_says_how_to_regenerate_it():
         assert by_name[name].marker is not None, f"{name} is pinned for every platform"
         darwin = {"sys_platform": "darwin", "platform_machine": "arm64", "os_name": "posix"}
         assert not by_name[name].marker.evaluate(darwin), f"{name} would install on macOS"
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_with_an_empty_venv_uses_the_environment_it_is_given_and_builds_no_venv():
+    """The conda path: `make test VENV=` (a dry run: the real one is the whole suite) and its environment check, which
+    stops an environment that lacks the packages (.ci/run checks that the project's own environment passes it)."""
+    dry = _make("-n", "test", "report", "VENV=", f"PY={sys.executable}")
+    assert dry.returncode == 0, dry.stderr
+    assert "-m venv" not in dry.stdout and "pip install" not in dry.stdout and ".installed" not in dry.stdout
+    assert f"{sys.executable} -m pytest" in dry.stdout and f"{sys.executable} tools/build_report.py" in dry.stdout
+    assert "warning" not in dry.stderr.lower(), dry.stderr
+    default = _make("-n", "test", "PYTHON=python3")
+    assert ".venv/bin/python -m pytest" in default.stdout, default.stdout
+    bare = _make("in-place", "VENV=", "PY=" + str(ROOT / "no-such-python"))
+    assert bare.returncode != 0 and "conda env create -f environment.yml" in bare.stdout
 
 
 def test_python_floor_is_the_same_everywhere_and_admits_colab():
