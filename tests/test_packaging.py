@@ -228,7 +228,7 @@ def test_build_report_strips_volatile_metadata_and_nothing_else(tmp_path):
     assert "stripped" in subprocess.run(tool, check=True, capture_output=True, text=True).stdout
     stripped = json.loads(path.read_text())
     assert "widgets" not in stripped["metadata"]
-    assert all(set(cell["metadata"]) <= {"tags"} for cell in stripped["cells"])
+    assert all(set(cell["metadata"]) <= {"tags", "exercise"} for cell in stripped["cells"])
     original = json.loads(NOTEBOOKS[0].read_text())
     for cell in [*original["cells"], *stripped["cells"]]:
         cell["metadata"].pop("execution", None)
@@ -240,3 +240,58 @@ def test_package_version_is_pyprojects():
     import smoothgrad_lib
 
     assert smoothgrad_lib.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _small_notebook(printed: list[str], timing: str) -> nbformat.NotebookNode:
+    """Three code cells as a kernel leaves them: a printout split where it flushed, a figure, a timing cell."""
+    v4 = nbformat.v4
+    stream = [v4.new_output("stream", name="stdout", text=text) for text in printed]
+    return v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell("# A notebook"),
+            v4.new_code_cell("print(a)\nprint(b)", execution_count=1, outputs=stream),
+            v4.new_code_cell(
+                "plot()",
+                execution_count=2,
+                outputs=[
+                    v4.new_output("stream", name="stderr", text="warning\n"),
+                    v4.new_output("display_data", data={"text/plain": "<Figure>"}),
+                    v4.new_output("stream", name="stdout", text="after\n"),
+                    v4.new_output("stream", name="stdout", text="the figure\n"),
+                ],
+            ),
+            v4.new_code_cell(
+                "# NBVAL_IGNORE_OUTPUT\nprint(seconds)",
+                execution_count=3,
+                outputs=[v4.new_output("stream", name="stdout", text=timing)],
+            ),
+        ]
+    )
+
+
+def test_report_builder_merges_split_printouts_and_keeps_a_file_whose_results_did_not_change(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_report
+
+    merged = build_report.merge_streams(_small_notebook(["0.1", "25\n", "0.3\n"], "12.0 s\n"))
+    assert [o.text for o in merged.cells[1].outputs] == ["0.125\n0.3\n"]
+    assert [(o.output_type, o.get("text")) for o in merged.cells[2].outputs] == [
+        ("stream", "warning\n"),
+        ("display_data", None),
+        ("stream", "after\nthe figure\n"),
+    ], "only consecutive outputs of one stream merge"
+
+    path = tmp_path / "report.ipynb"
+    nbformat.write(_small_notebook(["0.125\n", "0.3\n"], "12.0 s\n"), path)  # as committed: split elsewhere
+    before = path.read_bytes()
+    rerun = _small_notebook(["0.1", "25\n0.3\n"], "14.5 s\n")
+    rerun.cells[1].metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00Z"}
+    assert not build_report.save(rerun, path), "same numbers, another split and another timing: not rewritten"
+    assert path.read_bytes() == before
+
+    changed = _small_notebook(["0.125\n", "0.4\n"], "14.5 s\n")
+    assert build_report.save(changed, path), "a changed number rewrites the file"
+    saved = nbformat.read(path, as_version=4)
+    assert [o.text for o in saved.cells[1].outputs] == ["0.125\n0.4\n"] and saved.cells[3].outputs[0].text == "14.5 s\n"
+    assert all("execution" not in cell.metadata for cell in saved.cells)
+    assert not build_report.save(_small_notebook(["0.125\n0.4\n"], "9 s\n"), path)
