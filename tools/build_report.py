@@ -58,7 +58,8 @@ VOLATILE_NOTEBOOK_METADATA = ("widgets", "papermill")
 
 @dataclasses.dataclass(frozen=True)
 class Notebook:
-    """What the index page and the README's reading-order table say about a notebook (a test keeps them equal)."""
+    """What the index page, the README's reading-order table and run times, and the notebook's opening box say about
+    a notebook: the one source of each (tests/test_docs.py keeps the others equal to it)."""
 
     title: str
     shows: str
@@ -66,9 +67,18 @@ class Notebook:
 
     @property
     def run_time(self) -> str:
+        """``wall_seconds`` in words, to the half minute: what the README, the index and the opening box say."""
         if not self.wall_seconds:
             return "not measured"
-        return "under a minute" if self.wall_seconds < 60 else f"about {round(self.wall_seconds / 60)} min"
+        if self.wall_seconds < 60:
+            return "under a minute"
+        whole, half = divmod(round(self.wall_seconds / 30), 2)
+        return f"about {whole}{'½' if half else ''} minutes"
+
+    @property
+    def runs_in(self) -> str:
+        """How the notebook's opening box begins its "Runs in" row (the rest of the row is the notebook's own)."""
+        return f"| **Runs in** | {self.run_time} on two CPU cores ({self.wall_seconds} s)"
 
 
 NOTEBOOKS = {
