@@ -1,13 +1,13 @@
 """explain IMAGE: the top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure.
 
 IMAGE is read as its viewer shows it: turned upright by its EXIF orientation
-tag; 8-bit images divided by 255, 16-bit ones by 65535, float ones taken as
-[0, 1]. It is then fitted to the model's square input (--fit, below). The
-printout says what was done to it (original size, pixel type and scaling,
-resize, crop box or padding), then gives the model's top-5 classes, the
-number N of noisy gradients, the noise sigma, and the relative error
-||stderr|| / ||mean|| of the whole estimate over all channels and pixels (the
-quantity --tolerance controls).
+tag; 8-bit images divided by 255, 16-bit ones (greyscale, RGB or RGBA, at
+their full depth) by 65535, float ones taken as [0, 1]. It is then fitted to
+the model's square input (--fit, below). The printout says what was done to it
+(original size, pixel type and scaling, resize, crop box or padding), then
+gives the model's top-5 classes, the number N of noisy gradients, the noise
+sigma, and the relative error ||stderr|| / ||mean|| of the whole estimate over
+all channels and pixels (the quantity --tolerance controls).
 
 The figure has four panels: the model's input; the SmoothGrad map (the
 largest magnitude over colour channels, max_c |mean_c|), scaled so its 99th
