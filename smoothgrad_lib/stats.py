@@ -300,3 +300,29 @@ def _paired_differences(a: torch.Tensor | np.ndarray | Sequence[float], b: torch
     if first.shape != second.shape:
         raise ValueError(f"paired values need the same images: shapes {first.shape} and {second.shape}.")
     return first - second
+
+
+def paired_summary(
+    a: torch.Tensor | np.ndarray | Sequence[float], b: torch.Tensor | np.ndarray | Sequence[float]
+) -> str:
+    """``paired_ci(a, b)`` as text, signed and at the precision of the two means (3 significant digits of the
+    larger): ``+0.005 [-0.000, +0.011] (n = 100, t)``.
+
+    Examples:
+        >>> paired_summary([1.0, 2.0, 3.5], [0.5, 1.5, 2.5])  # means 2.17 and 1.50: two decimals
+        '+0.67 [-0.05, +1.38] (n = 3, t)'
+    """
+    difference = paired_ci(a, b)
+    places = significant_decimals((float(np.mean(_as_array(a))), float(np.mean(_as_array(b)))))
+    low, high = difference.low, difference.high
+    return f"{difference.estimate:+.{places}f} [{low:+.{places}f}, {high:+.{places}f}] (n = {difference.n}, t)"
+
+
+def brief(interval: Interval) -> str:
+    """An interval as ``estimate [low, high]``, without its ``(n = ..., method)``: for a table that states n once.
+
+    Examples:
+        >>> brief(mean_ci([1.0, 2.0, 3.0]))
+        '2.00 [-0.48, 4.48]'
+    """
+    return str(interval).split(" (")[0]
