@@ -15,7 +15,7 @@ are too narrow for a few images.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -326,3 +326,73 @@ def brief(interval: Interval) -> str:
         '2.00 [-0.48, 4.48]'
     """
     return str(interval).split(" (")[0]
+
+
+class Contrast(NamedTuple):
+    """One contrast of a declared family (``contrast_family``).
+
+    Attributes:
+        interval: the mean paired difference ``a - b`` with its Student-t interval (``paired_ci``).
+        p: the paired t-test's two-sided p-value (``paired_test``), unadjusted.
+        adjusted: Holm's adjusted p-value over the whole family (``holm``).
+    """
+
+    interval: Interval
+    p: float
+    adjusted: float
+
+    def outcome(self, alpha: float = 0.05) -> int:
+        """+1 if the adjusted p-value is below ``alpha`` and the difference positive, -1 if negative, else 0."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
+        if self.adjusted >= alpha:
+            return 0
+        return (self.interval.estimate > 0) - (self.interval.estimate < 0)
+
+
+def contrast_family(
+    pairs: Mapping[
+        Hashable, tuple[torch.Tensor | np.ndarray | Sequence[float], torch.Tensor | np.ndarray | Sequence[float]]
+    ],
+    level: float = 0.95,
+) -> dict[Hashable, Contrast]:
+    """A family of primary contrasts, declared in advance: each one's paired t-interval and p, adjusted by Holm.
+
+    For every ``key: (a, b)`` of ``pairs``, ``a`` and ``b`` (n,) are the scores of two maps on the same images
+    (or seeds), oriented by the caller so that a positive ``a - b`` means "better". Each contrast gets
+    ``paired_ci(a, b, level)`` (Student t), the p-value of ``paired_test(a, b)`` (which is below ``1 - level``
+    exactly when that interval excludes 0) and Holm's adjusted p-value over all of ``pairs`` (``holm``), so that
+    rejecting where ``adjusted < alpha`` keeps the family-wise error rate at most ``alpha``. The contrasts may
+    be over different numbers of images.
+
+    Args:
+        pairs: contrast key (anything hashable, e.g. ``(test, map, reference)``) -> ``(a, b)``.
+        level: the confidence level of the unadjusted intervals.
+
+    Returns:
+        key -> ``Contrast(interval, p, adjusted)``, in the order of ``pairs``.
+
+    Examples:
+        >>> a, b = [0.9, 0.8, 0.7, 0.9], [0.5, 0.6, 0.4, 0.5]
+        >>> family = contrast_family({"test 1": (a, b), "test 2": (b, b)})
+        >>> print(family["test 1"].interval)
+        0.325 [0.173, 0.477] (n = 4, t)
+        >>> [round(c.adjusted, 4) for c in family.values()], [c.outcome() for c in family.values()]
+        ([0.0131, 1.0], [1, 0])
+    """
+    if not pairs:
+        raise ValueError("a family needs at least one contrast.")
+    intervals = {key: paired_ci(a, b, level) for key, (a, b) in pairs.items()}
+    p_values = {key: float(paired_test(a, b)) for key, (a, b) in pairs.items()}
+    adjusted = holm(list(p_values.values()))
+    return {key: Contrast(intervals[key], p_values[key], float(q)) for key, q in zip(pairs, adjusted, strict=True)}
+
+
+def format_p(p: float) -> str:
+    """A p-value as the report prints it: two significant digits, and ``<1e-4`` below 1e-4.
+
+    Examples:
+        >>> format_p(0.01234), format_p(1.0), format_p(3e-7)
+        ('0.012', '1', '<1e-4')
+    """
+    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
