@@ -29,7 +29,7 @@ from .precision import float32_precision
 from .saliency import vanilla_gradient
 from .stats import cosine
 
-__all__ = ["best_beta", "cosine", "softplus_copy", "softplus_cosines", "stein_gradient"]
+__all__ = ["best_beta", "softplus_copy", "softplus_cosines", "stein_gradient"]
 
 
 def stein_gradient(
