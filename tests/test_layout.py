@@ -38,6 +38,18 @@ def test_explain_imports_no_research_module():
     assert modules & RESEARCH == set()
 
 
+def test_the_data_and_model_layer_imports_no_research_module():
+    """``images``, ``shapes``, ``twins``, ``models`` and ``train`` sit below the measurements (accuracy included)."""
+    layer = ("images", "shapes", "twins", "models", "train")
+    upward = {
+        f"{name}: {module}"
+        for name in layer
+        for module, _ in _relative_imports(PACKAGE / f"{name}.py")
+        if module.split(".")[0] in RESEARCH
+    }
+    assert upward == set()
+
+
 def test_removed_modules_are_gone_and_nothing_imports_them():
     removed = {"experiments", "theory", "evaluation"}
     assert not [module for module in removed if (PACKAGE / f"{module}.py").exists()]
