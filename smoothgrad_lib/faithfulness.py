@@ -182,8 +182,8 @@ def _perturbation_curve(
         raise ValueError(f"steps must be an int between 1 and H W = {height * width}, got {steps!r}.")
     check_batch_size(batch_size)
     x = x.detach()
-    base = _baseline(x, baseline)
-    position = _ranking_positions(maps.detach().to(x.device), generator).reshape(n_images, 1, 1, height, width)
+    base = baseline_images(x, baseline)
+    position = pixel_ranking(maps.detach().to(x.device), generator).reshape(n_images, 1, 1, height, width)
     moved_after = torch.round(torch.arange(steps + 1, device=x.device) * (height * width / steps))
     moved_after = moved_after.reshape(1, -1, 1, 1, 1)
     start, end = (base, x) if reveal else (x, base)
@@ -200,8 +200,21 @@ def _perturbation_curve(
     return torch.cat(curves).to(x.dtype)
 
 
-def _baseline(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
-    """The baseline image for each image of x (B, C, H, W), shaped like x."""
+def baseline_images(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
+    """What replaces a removed pixel of each image of x (B, C, H, W): a tensor shaped like x.
+
+    ``baseline`` is a tensor like x (returned detached, in x's dtype and device), a number ``v`` (every element
+    ``v``), ``"mean"`` (image b's mean colour, ``mean_{h,w} x_{b,c,h,w}`` per channel c) or ``"blur"``
+    (``blur(x, BASELINE_BLUR_SIGMA)``). The fill of the deletion and insertion curves and of ``roar.remove_top``.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[[[0.0, 1.0], [2.0, 5.0]]]])
+        >>> baseline_images(x, "mean").flatten().tolist()
+        [2.0, 2.0, 2.0, 2.0]
+        >>> baseline_images(x, 0.5).flatten().tolist()
+        [0.5, 0.5, 0.5, 0.5]
+    """
     if isinstance(baseline, torch.Tensor):
         if baseline.shape != x.shape:
             raise ValueError(
@@ -217,10 +230,18 @@ def _baseline(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     raise ValueError(f"baseline must be a tensor like x, a number, 'mean' or 'blur'; got {baseline!r}.")
 
 
-def _ranking_positions(maps: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def pixel_ranking(maps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Place of each pixel in the ranking by map value, 0 = most relevant: (B, H, W) -> (B, H W) long.
 
-    Ties keep raster order (stable sort), or a random order drawn from ``generator``.
+    The package's one ranking of pixels (the curves here, ``roar.remove_top``): the pixels with place < n are the
+    n of highest value. Ties keep raster order (a stable sort), or, with ``generator``, the order of a random
+    shuffle drawn first (``torch.rand`` on the generator's device, so a CPU generator ranks maps on any device
+    alike).
+
+    Examples:
+        >>> import torch
+        >>> pixel_ranking(torch.tensor([[[0.1, 0.9], [0.5, 0.9]]])).tolist()
+        [[3, 0, 2, 1]]
     """
     flat = maps.flatten(1)
     shuffle = None
