@@ -30,13 +30,19 @@ from .saliency import noisy_gradients, vanilla_gradient
 GATES = {nn.ReLU: lambda z: z > 0, nn.ReLU6: lambda z: (z > 0) & (z < 6)}
 
 
-def gradients_at(model: nn.Module, points: torch.Tensor, target: int, batch_size: int = 64) -> torch.Tensor:
+def gradients_at(model: nn.Module, points: torch.Tensor, target: int, *, batch_size: int = 64) -> torch.Tensor:
     """Vanilla gradients of logit ``target`` at many points (M, C, H, W), ``batch_size`` at a time."""
     return torch.cat([vanilla_gradient(model, chunk, target) for chunk in points.split(batch_size)])
 
 
 def directional_slice(
-    model: nn.Module, x: torch.Tensor, target: int, direction: torch.Tensor, ts: torch.Tensor, batch_size: int = 16
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    direction: torch.Tensor,
+    ts: torch.Tensor,
+    batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The target logit ``g(x + t d)`` and its derivative ``d/dt g(x + t d) = grad g(x + t d) . d`` along a line.
 
@@ -164,8 +170,8 @@ def taylor_bias(
     stream, raw, mc = NormalStream(x.shape, generator, x.device, x.dtype), [], []
     for sigma in sigmas:
         eps = sigma * stream.take(n_pairs)
-        plus = gradients_at(model, x[None] + eps, target, batch_size)
-        minus = gradients_at(model, x[None] - eps, target, batch_size)
+        plus = gradients_at(model, x[None] + eps, target, batch_size=batch_size)
+        minus = gradients_at(model, x[None] - eps, target, batch_size=batch_size)
         pairs = (plus + minus).double() / 2
         raw.append(float((pairs.mean(0) - base).norm()) / scale)
         mc.append(float(pairs.var(0).sum().div(n_pairs).sqrt()) / scale)

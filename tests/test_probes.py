@@ -31,7 +31,7 @@ def test_directional_slice_of_a_linear_model_is_a_line_with_constant_slope():
     model = nn.Sequential(nn.Flatten(), nn.Linear(32, 3)).eval()
     x, d = torch.rand(*SHAPE), torch.randn(*SHAPE)
     ts = torch.linspace(-1, 1, 11)
-    logits, slope = directional_slice(model, x, 1, d, ts)
+    logits, slope = directional_slice(model, x, 1, direction=d, ts=ts)
     expected_slope = float((model[1].weight[1].detach() * d.flatten()).sum())
     torch.testing.assert_close(slope, torch.full((11,), expected_slope))
     torch.testing.assert_close(logits.diff(), torch.full((10,), expected_slope * 0.2), rtol=1e-4, atol=1e-5)
