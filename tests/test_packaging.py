@@ -91,8 +91,7 @@ def test_lock_pins_every_dependency_within_pyprojects_ranges():
 
 
 def _stamp_colab():
-    sys.path.insert(0, str(ROOT / "tools"))
-    import stamp_colab
+    from tools import stamp_colab
 
     return stamp_colab
 
@@ -173,8 +172,7 @@ def test_committed_notebook_ran_in_order_without_errors(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_has_no_volatile_metadata(path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import build_report
+    from tools import build_report
 
     notebook = nbformat.read(path, as_version=4)
     assert not build_report.strip_volatile(notebook), (

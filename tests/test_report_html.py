@@ -135,8 +135,7 @@ def _links(page: str) -> list[str]:
 
 
 def test_index_lists_every_notebook_with_what_it_shows_and_its_run_time(report_dir):
-    sys.path.insert(0, str(ROOT / "tools"))
-    from build_report import NOTEBOOKS
+    from tools.build_report import NOTEBOOKS
 
     index = (report_dir / "index.html").read_text()
     assert sorted(NOTEBOOKS) == STEMS, "tools/build_report.py's NOTEBOOKS must describe every notebook in report/"
@@ -235,8 +234,7 @@ def test_notebook_links_use_anchors_that_github_generates():
     """A link to another notebook's section works on GitHub (and the builder maps it to nbconvert's heading id)."""
     import nbformat
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from build_report import github_slug
+    from tools.build_report import github_slug
 
     slugs = {}
     for stem in STEMS:
@@ -253,8 +251,7 @@ def test_notebook_links_use_anchors_that_github_generates():
 
 
 def test_the_builder_refuses_a_link_to_a_missing_heading():
-    sys.path.insert(0, str(ROOT / "tools"))
-    from build_report import link_pages
+    from tools.build_report import link_pages
 
     pages = {"a": '<h2 id="1.-Set-up">1. Set up<a class="anchor-link" href="#1.-Set-up">¶</a></h2>', "b": ""}
     assert link_pages('<a href="a.ipynb#1-set-up">', "b", pages) == '<a href="a.html#1.-Set-up">'
