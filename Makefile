@@ -7,7 +7,7 @@
 # make exercises  : write the student versions exercises/*.ipynb from the teacher versions in report/
 # make release    : write the students' release build/release/smoothgrad-exercises/ and .zip (no teacher material)
 # make crosscheck : nbval over report/ under other thread counts and older CPU kernels (tools/crosscheck.sh)
-# make wheel      : build dist/smoothgrad_lib-VERSION-py3-none-any.whl (to upload where git+https is not reachable)
+# make wheel      : build dist/smoothgrad_lib-VERSION-py3-none-any.whl in seconds, without .venv (to upload to Colab)
 # report and test create or update .venv first (from requirements.lock), so a fresh clone needs nothing else;
 # neither installs system packages.
 
@@ -101,8 +101,10 @@ lockcheck: $(STAMP)
 crosscheck: $(STAMP)
 	PY=$(PY) tools/crosscheck.sh
 
-wheel: $(STAMP)
-	$(PY) -m pip wheel --no-deps --no-build-isolation --wheel-dir dist .
+# Needs only pip (and the package index for setuptools, unless PIP_NO_BUILD_ISOLATION=0): seconds, no .venv. The wheel
+# records the library's commit (setup.py), which the notebooks' Colab install cell accepts in place of a git install.
+wheel:
+	$(PYTHON) -m pip wheel --disable-pip-version-check --no-deps --wheel-dir dist .
 
 clean:
 	rm -rf build dist

@@ -86,6 +86,25 @@ def snr_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
     return (mean.gather(1, channel).abs() / stderr.gather(1, channel))[:, 0]
 
 
+def display_error_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
+    """Each pixel's Monte-Carlo error relative to the contrast of the map on display: (B, C, H, W) -> (B, H, W).
+
+    ``saliency_map(..., reduce="max")`` shows, at each pixel, ``max_c |m_c|``; the error of that pixel is the
+    standard error ``s_c`` of the channel shown. The contrast is the standard deviation of the shown map over its
+    pixels: what a colour scale spreads out. Their ratio does not change when a constant is added to the map
+    (``abs``'s floor ``E|G|``, say), unlike ``snr_map``, which is about that floor there; so it says, for the
+    aggregate displayed, where a pixel's shade could change on the next run (near 1) and where it cannot (near 0).
+    A map without contrast gives infinity (NaN where ``s`` is 0 too).
+    """
+    if mean.shape != stderr.shape or mean.ndim != 4:
+        shapes = f"{tuple(mean.shape)} and {tuple(stderr.shape)}"
+        raise ValueError(f"mean and stderr must both be (B, C, H, W), got {shapes}.")
+    channel = mean.abs().argmax(1, keepdim=True)
+    shown = mean.gather(1, channel).abs()[:, 0]
+    contrast = shown.flatten(1).std(1, correction=0)[:, None, None]
+    return stderr.gather(1, channel)[:, 0] / contrast
+
+
 def aggregate_samples(samples: torch.Tensor, aggregate: Aggregate, dim: int = 1) -> torch.Tensor:
     """SmoothGrad's aggregates of noisy gradients ``G_i`` stacked along ``dim`` (as ``noisy_gradients`` returns them).
 

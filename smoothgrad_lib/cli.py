@@ -1,4 +1,4 @@
-"""Command line: python -m smoothgrad_lib COMMAND [options]; COMMAND --help gives the command's full help.
+"""Command line: smoothgrad COMMAND [options] (or python -m smoothgrad_lib COMMAND); COMMAND --help gives its full help.
 
 Each command is one ``_add_<command>`` function that adds its parser and sets ``run``, the function that carries it
 out; to add a command, write one and list it in ``COMMANDS``.
@@ -144,7 +144,8 @@ COMMANDS = (_add_train_shapes, _add_explain, _add_roar, _add_grade)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoothgrad_lib", description=__doc__.split("\n\n")[0])
+    """The ``smoothgrad`` console script (``[project.scripts]``) and ``python -m smoothgrad_lib``: exit status."""
+    parser = argparse.ArgumentParser(prog="smoothgrad", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(commands)

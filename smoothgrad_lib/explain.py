@@ -12,9 +12,11 @@ quantity --tolerance controls).
 The figure has four panels: the model's input; the SmoothGrad map (the
 largest magnitude over colour channels, max_c |mean_c|), scaled so its 99th
 percentile is 1 and clipped above, as in the report's notebooks; the same map
-over the greyed image; and each pixel's signal-to-noise |mean| / stderr on a
-log scale (of the channel shown): where it is near 1 or below, the map's value
-there is no larger than its own Monte-Carlo error; raise N or use --tolerance.
+over the greyed image; and where the map can be trusted: each pixel's
+Monte-Carlo error (of the channel shown) relative to the map's contrast (its
+standard deviation over the pixels), on a log scale. A constant added to the
+map does not change it, so it holds for every aggregate: where it is near 1 the
+pixel's shade could change on the next run; raise N or use --tolerance.
 
 Non-square images: --fit crop (the default) resizes the shorter side to the
 model's input and keeps the centre square, as the models were trained; --fit
@@ -27,8 +29,8 @@ out of range, a constant image with a noise level above 0, an online-only
 model while offline), reported in one line on stderr before any long work.
 
 examples:
-  python -m smoothgrad_lib explain chelsea --tolerance 0.05 --out chelsea.png
-  python -m smoothgrad_lib explain photo.jpg --fit pad --target "tabby" --n-samples 100
+  smoothgrad explain chelsea --tolerance 0.05 --out chelsea.png
+  smoothgrad explain photo.jpg --fit pad --target "tabby" --n-samples 100
 """
 
 from __future__ import annotations
@@ -44,19 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib import colormaps
 from matplotlib.backend_bases import FigureCanvasBase
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm, Normalize
-from matplotlib.figure import Figure
 
-from .aggregates import AGGREGATES, relative_error, snr_map
-from .images import DEFAULT_FIT, FITS, PHOTOS, Picture, fit_image, read_image
-from .maps import saliency_map
+from .aggregates import AGGREGATES, relative_error
+from .images import DEFAULT_FIT, FITS, FORMATS, PHOTOS, Picture, fit_image, read_image
 from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, default_device, load_model
 from .noise import DEFAULT_NOISE_LEVEL
 from .noise import seeded_generator as generator
-from .plotting import overlay, to_numpy_image
+from .plotting import explain_figure
 from .precision import float32_precision
 from .saliency import smoothgrad_estimate
 
@@ -69,15 +66,7 @@ PILOT_SAMPLES = 20
 DEFAULT_MAX_SAMPLES = 1000
 MAX_COUNT = 1_000_000  # a bound on --n-samples and --max-samples (beyond it a run takes days)
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
-PERCENTILE = 99.0  # the figure's clip, as in the notebooks: saliency_map(..., normalize="percentile")
 TOP_K = 5
-TITLE_SIZE = 11  # panel titles: three short lines fit above a panel without running into a colour bar
-UNITS = {
-    "abs": "logit per unit of pixel intensity",
-    "raw": "logit per unit of pixel intensity",
-    "square": "(logit per unit of pixel intensity)²",
-    "vargrad": "(logit per unit of pixel intensity)²",
-}
 
 
 class CommandError(Exception):
@@ -101,7 +90,7 @@ def parser_options() -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``explain`` arguments on ``parser`` (a parser or a subcommand's parser)."""
-    parser.add_argument("image", help=f"an image file (JPEG, PNG, TIFF, ...) or a bundled photo: {', '.join(PHOTOS)}")
+    parser.add_argument("image", help=f"an image file ({FORMATS}) or a bundled photo: {', '.join(PHOTOS)}")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(MODELS)} (default: %(default)s)")
     parser.add_argument(
         "--target", help="class to explain: an index or a name (case-insensitive); default: the predicted class"
@@ -233,7 +222,7 @@ def _explain(args: argparse.Namespace) -> None:
         f"{loaded.name}: class {target} '{loaded.categories[target]}', SmoothGrad {args.aggregate}, "
         f"noise level {args.noise_level} (σ = {sigma:.3g}), N = {estimate.n_samples}, relative error {error_text}"
     )
-    fig = figure(x, estimate.mean, estimate.stderr, args.aggregate, title)
+    fig = explain_figure(x, estimate.mean, estimate.stderr, args.aggregate, title)
     try:
         fig.savefig(out, dpi=100)
     except OSError as error:
@@ -260,63 +249,6 @@ def class_index(target: str, categories: Sequence[str]) -> int:
     if not 0 <= index < len(categories):
         raise CommandError(f"class index {index} is out of range: this model has classes 0..{len(categories) - 1}.")
     return index
-
-
-def figure(image: torch.Tensor, mean: torch.Tensor, stderr: torch.Tensor, aggregate: str, title: str) -> Figure:
-    """Four panels: the image (3, H, W), the map of ``mean`` (C, H, W), the overlay, and per-pixel signal-to-noise.
-
-    The map and the overlay are ``saliency_map(mean, normalize="percentile")``: scaled so the map's 99th
-    percentile is 1, clipped above. Signal-to-noise is on a log colour scale.
-    """
-    mean, stderr, image = mean.cpu(), stderr.cpu(), image.cpu()
-    raw_map = saliency_map(mean, reduce="max", normalize=None)
-    unit_map = saliency_map(mean, reduce="max", normalize="percentile", percentile=PERCENTILE)
-    clip = float(torch.quantile(raw_map.flatten().float(), PERCENTILE / 100))
-    snr = snr_map(mean[None], stderr[None])[0]
-    height, width = image.shape[1:]
-    fig = Figure(figsize=(17, 5.2), layout="constrained")  # no pyplot: nothing global, no window
-    axes = fig.subplots(1, 4)
-
-    axes[0].imshow(to_numpy_image(image).clip(0, 1))
-    axes[0].set_title(f"the model's input\n({width}x{height} px)", fontsize=TITLE_SIZE)
-    shown = axes[1].imshow(to_numpy_image(unit_map), cmap="inferno", vmin=0, vmax=1)
-    axes[1].set_title(
-        f"SmoothGrad ({aggregate}), max over\nchannels, clipped at its\n99th percentile", fontsize=TITLE_SIZE
-    )
-    fig.colorbar(shown, ax=axes[1], shrink=0.85, label=f"1 = 99th percentile = {clip:.3g}\n{UNITS[aggregate]}")
-    axes[2].imshow(overlay(image, unit_map))
-    axes[2].set_title("the map over the greyed image\n(the same 99th-percentile clip)", fontsize=TITLE_SIZE)
-    fig.colorbar(ScalarMappable(Normalize(0, 1), "inferno"), ax=axes[2], shrink=0.85, label="map / 99th percentile")
-
-    finite = snr[torch.isfinite(snr) & (snr > 0)]
-    if finite.numel():
-        low, high = torch.quantile(
-            finite.double(), torch.tensor([0.01, 0.99], dtype=torch.double, device=finite.device)
-        ).tolist()
-        low, high = 10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high))  # whole decades
-        high = max(high, 10 * low)
-    else:
-        low, high = 1.0, 10.0
-    shown = axes[3].imshow(
-        to_numpy_image(snr.clamp(low, high)),  # NaN stays NaN: drawn grey
-        cmap=colormaps["viridis"].with_extremes(bad="lightgrey"),
-        norm=LogNorm(low, high),
-    )
-    fig.colorbar(
-        shown,
-        ax=axes[3],
-        shrink=0.85,
-        extend="both",
-        label="|mean| / stderr of the channel shown\n(1: the error is as large as the value)",
-    )
-    axes[3].set_title("signal-to-noise per pixel\n|mean| / stderr, log scale\n(grey: unknown)", fontsize=TITLE_SIZE)
-    if not finite.numel():
-        axes[3].text(width / 2, height / 2, "unknown: needs more gradients", ha="center", va="center")
-    for ax in axes:
-        ax.set_xlabel("x (pixels)")
-        ax.set_ylabel("y (pixels)")
-    fig.suptitle(title)
-    return fig
 
 
 def _read(image: str) -> Picture:

@@ -245,7 +245,11 @@ def _work(job: dict[str, Any], folder: str, connection: Connection) -> None:
         connection.send_bytes(json.dumps(message).encode())
 
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(job["imports"], "<the notebook's imports>", "exec"), namespace)  # noqa: S102 -- the teacher's
+    try:
+        exec(compile(job["imports"], "<the notebook's imports>", "exec"), namespace)  # noqa: S102 -- the teacher's
+    except Exception as error:  # noqa: BLE001 -- the grader's environment, not the student, is at fault
+        send({"status": "error", "line": f"the notebook's imports failed in the grader: {_one_line(error)}"})
+        return
     before = _library_state()
     try:
         exec(compile(job["source"], f"<your answer to {job['id']}>", "exec"), namespace)  # noqa: S102

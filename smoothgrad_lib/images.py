@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Photos that ship inside scikit-image's wheel (no download), with what they show.
@@ -37,6 +36,8 @@ FITS = {
     "resize": "stretch to the model's square input (the model sees all of it, the aspect ratio is lost)",
 }
 DEFAULT_FIT = "crop"
+# What the error messages name as readable: the common formats Pillow decodes (it reads more).
+FORMATS = "JPEG, PNG, TIFF, BMP, GIF, WebP"
 PAD_VALUE = 0.5  # mid-grey: close to the mean pixel the models normalise away
 # --fit crop warns when it keeps less than this fraction of the picture (a centre crop of a W:H photo keeps H/W).
 CROP_WARNING = 0.6
@@ -106,7 +107,7 @@ def read_image(name_or_path: str | Path, size: int | None = 224, fit: str = DEFA
 
     Raises:
         FileNotFoundError: neither a bundled photo nor an existing file.
-        ValueError: a file that cannot be decoded (or claims too many pixels), an unsupported pixel type,
+        ValueError: a directory; a file that cannot be decoded (or claims too many pixels), an unsupported pixel type,
             NaN or infinite values; a bad ``size`` or ``fit``.
     """
     _check_fit(size, fit)
@@ -152,6 +153,8 @@ def _check_fit(size: int | None, fit: str) -> None:
 
 def _fit_tensor(image: torch.Tensor, size: int, fit: str) -> tuple[torch.Tensor, list[str]]:
     """(3, H, W) -> (3, size, size) by ``fit``, and the steps taken, in words (pixel boxes are [start, end))."""
+    from torchvision.transforms import functional as TF  # here, not at the top: importing torchvision takes seconds
+
     height, width = image.shape[1:]
     if (height, width) == (size, size):
         return image.clamp(0, 1), []
@@ -194,6 +197,11 @@ def _decode(name_or_path: str | Path) -> Picture:
         source = name_or_path
     else:
         path = Path(name_or_path)
+        if path.is_dir():
+            raise ValueError(
+                f"{str(name_or_path)!r} is a directory: give one image file ({FORMATS}) in it, "
+                f"or a bundled photo ({', '.join(PHOTOS)})."
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"{str(name_or_path)!r} is neither a bundled photo ({', '.join(PHOTOS)}) nor an existing file."
@@ -208,7 +216,7 @@ def _decode(name_or_path: str | Path) -> Picture:
         except Image.DecompressionBombError as error:
             raise ValueError(f"could not read {str(path)!r}: its header claims too many pixels ({error})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ValueError(f"could not read {str(path)!r} as an image (JPEG or PNG expected): {error}") from None
+            raise ValueError(f"could not read {str(path)!r} as an image ({FORMATS} expected): {error}") from None
         if orientation in _ORIENTATIONS:
             steps.append(
                 f"turned upright by its EXIF orientation tag ({orientation}: {_ORIENTATIONS[orientation]}; "
@@ -255,7 +263,8 @@ def _to_tensor(image: Image.Image, source: str) -> tuple[torch.Tensor, str, str,
     kind = _EIGHT_BIT.get(image.mode, image.mode)
     if "transparency" in kind or (image.mode == "P" and "transparency" in image.info):
         kind = kind.replace(" with transparency", "") + " with transparency (composited on white)"
-    return TF.pil_to_tensor(_to_rgb(image)).float() / 255, f"8-bit {kind}", "divided by 255, the 8-bit maximum", []
+    rgb = torch.from_numpy(np.array(_to_rgb(image))).permute(2, 0, 1)
+    return rgb.float() / 255, f"8-bit {kind}", "divided by 255, the 8-bit maximum", []
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import torch
 from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam
@@ -40,7 +41,7 @@ from ._checks import (
 from .aggregates import AGGREGATES, Aggregate, aggregate_samples
 from .faithfulness import blur
 from .lrp import lrp
-from .noise import DEFAULT_NOISE_LEVEL, uniform_noise
+from .noise import DEFAULT_NOISE_LEVEL, noise_std, uniform_noise
 from .saliency import Attribution, default_batch_size, noisy_gradients, smoothgrad, vanilla_gradient
 
 VANILLA_BLUR_SIGMA = 1.5  # pixels: the Gaussian that blurs the vanilla map of the "blurred_vanilla" baseline
@@ -50,6 +51,7 @@ OPTIONS = (
     "generator",
     "n_samples",
     "noise_level",
+    "sigma",
     "aggregate",
     "ig_steps",
     "gradcam_layer",
@@ -57,7 +59,7 @@ OPTIONS = (
     "batch_size",
 )
 # The options that ``smoothed`` adds to a method's own.
-SMOOTHING_OPTIONS = ("generator", "n_samples", "noise_level", "aggregate", "batch_size")
+SMOOTHING_OPTIONS = ("generator", "n_samples", "noise_level", "sigma", "aggregate", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ def smoothed(method: MethodSpec, *, name: str | None = None, opt_in: bool = True
     ``saliency.smoothgrad(model, x, classes, attribution=A, ...)``, so the noise (``noise.NormalStream``), the
     ``generator``, the aggregates and the independence of ``batch_size`` are ``smoothgrad``'s. It takes the
     method's options and ``SMOOTHING_OPTIONS`` (``noise_level``: sigma_b as a fraction of image b's range, default
-    0.15; ``n_samples``: N, default 50; ``aggregate``: default ``"abs"``), and ``sampling`` (``"iid"`` or
+    0.15, or ``sigma``: absolute, one number or one per image; ``n_samples``: N, default 50; ``aggregate``: default
+    ``"abs"``), and ``sampling`` (``"iid"`` or
     ``"antithetic"``). Captum's ``NoiseTunnel`` computes the same average with its own noise.
 
     Args:
@@ -141,7 +144,7 @@ def smoothed(method: MethodSpec, *, name: str | None = None, opt_in: bool = True
         >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
         >>> spec = smoothed(REGISTRY["gradient_x_input"])
         >>> spec.name, spec.takes
-        ('smoothgrad_gradient_x_input', ('generator', 'n_samples', 'noise_level', 'aggregate', 'batch_size'))
+        ('smoothgrad_gradient_x_input', ('generator', 'n_samples', 'noise_level', 'sigma', 'aggregate', 'batch_size'))
         >>> s = attribute(spec, model, x, 0, n_samples=4, aggregate="raw", sampling="antithetic",
         ...               generator=torch.Generator().manual_seed(0))
         >>> torch.allclose(s, x * model[1].weight.reshape(1, 1, 2, 2))
@@ -172,6 +175,7 @@ def _smooth(
     generator: torch.Generator | None = None,
     n_samples: int = 50,
     noise_level: float | None = None,
+    sigma: float | torch.Tensor | None = None,
     aggregate: Aggregate = "abs",
     sampling: str = "iid",
     batch_size: int | None = None,
@@ -184,6 +188,7 @@ def _smooth(
         classes,
         n_samples=n_samples,
         noise_level=noise_level,
+        sigma=sigma,
         aggregate=aggregate,
         sampling=sampling,
         batch_size=batch_size,
@@ -213,6 +218,7 @@ def smoothed_aggregates(
     generator: torch.Generator | None = None,
     n_samples: int = 50,
     noise_level: float | None = None,
+    sigma: float | torch.Tensor | None = None,
     batch_size: int | None = None,
     **options: object,
 ) -> dict[str, torch.Tensor]:
@@ -241,6 +247,7 @@ def smoothed_aggregates(
         target,
         n_samples=n_samples,
         noise_level=noise_level,
+        sigma=sigma,
         batch_size=batch_size,
         generator=generator,
         attribution=bound(method.smooths, options | {"batch_size": batch_size}),
@@ -644,6 +651,8 @@ def explanation_function(
     seed: int = 0,
     common_noise: bool = True,
     gradcam_layer: str = "",
+    sigma_from: torch.Tensor | None = None,
+    representation: Literal["attribution", "map"] = "attribution",
     **options: object,
 ) -> Callable[..., torch.Tensor]:
     """One method of ``attribution_methods`` as ``explain_fn(x, target=target)`` -> attribution, for
@@ -663,6 +672,14 @@ def explanation_function(
     at the image given, which may change under perturbation: pass the classes predicted at the clean images to
     compare maps of one class.
 
+    ``sigma_from`` pins a smoothed method's noise: sigma_b is its level times the range of image b of
+    ``sigma_from`` (the clean images), at every batch of the same B images it is called with, instead of the range
+    of the image given. With ``common_noise`` the noise at x and at x + delta is then the same draw at both ends
+    (a relative change at a perturbed image otherwise also measures the change of sigma with the image's range).
+
+    ``representation``: ``"attribution"`` as the method returns it, or ``"map"``, the displayed one-channel map
+    ``max_c |A_c|`` (B, 1, H, W), one representation for every method.
+
     Examples:
         >>> import torch
         >>> from torch import nn
@@ -675,7 +692,12 @@ def explanation_function(
     methods = attribution_methods(gradcam_layer=gradcam_layer, include=tuple(REGISTRY), **options)
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; choose from {tuple(methods)} (or pass other levels/aggregates).")
+    if representation not in ("attribution", "map"):
+        raise ValueError(f"representation must be 'attribution' or 'map', got {representation!r}.")
     run = methods[method]
+    level = run.keywords.get("noise_level")
+    if sigma_from is not None and level is not None:
+        run = partial(run, noise_level=None, sigma=noise_std(sigma_from, noise_level=level).flatten())
     shared: dict[str, torch.Generator] = {}
 
     def explain_fn(x: torch.Tensor, target: TargetType = target) -> torch.Tensor:
@@ -683,6 +705,7 @@ def explanation_function(
             generator = torch.Generator(device=x.device).manual_seed(seed)
         else:
             generator = shared.setdefault("generator", torch.Generator(device=x.device).manual_seed(seed))
-        return run(model, x, target, generator=generator)
+        attribution = run(model, x, target, generator=generator)
+        return attribution.abs().amax(1, keepdim=True) if representation == "map" else attribution
 
     return explain_fn

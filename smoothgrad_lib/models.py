@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-import torchvision
 from torch import nn
 
 from .images import center_square
@@ -109,6 +108,8 @@ def default_device() -> torch.device:
 
 def imagenet_categories() -> tuple[str, ...]:
     """The 1000 ImageNet class names, from torchvision's metadata (no download)."""
+    import torchvision  # here, not at the top: importing torchvision takes seconds
+
     return tuple(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -126,6 +127,8 @@ def _efficientnet_lite0(pretrained: bool) -> LoadedModel:
 
 def _torchvision_loader(arch: str) -> Callable[[bool], LoadedModel]:
     def load(pretrained: bool) -> LoadedModel:
+        import torchvision  # here, not at the top: importing torchvision takes seconds
+
         weights = "DEFAULT" if pretrained else None
         try:
             network = torchvision.models.get_model(arch, weights=weights)

@@ -29,11 +29,24 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | None = None) -> torch.Tensor:
+def noise_std(
+    x: torch.Tensor, noise_level: float | None = None, sigma: float | torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-image noise standard deviation, shape (B, 1, 1, 1), for a batch (B, C, H, W).
 
     Exactly one of ``noise_level`` (fraction of each image's range
-    ``max x_b - min x_b``) and ``sigma`` (absolute, input units) must be given.
+    ``max x_b - min x_b``) and ``sigma`` (absolute, input units: one number, or a tensor of one per image, (B,))
+    must be given. A per-image ``sigma`` pins the noise to other images than ``x``: ``noise_std(clean, 0.15)``
+    reused at ``clean + delta`` gives both ends the same sigma (``methods.explanation_function(sigma_from=...)``).
+
+    Examples:
+        >>> import torch
+        >>> x = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
+        >>> x[0, 0, 0, 0] = 2.0                                   # image 0 spans [0, 2], image 1 is constant
+        >>> noise_std(x, noise_level=0.15).flatten().tolist()
+        [0.30000001192092896, 0.0]
+        >>> noise_std(x, sigma=torch.tensor([0.1, 0.2])).flatten().tolist()
+        [0.10000000149011612, 0.20000000298023224]
     """
     if noise_level is not None and sigma is not None:
         raise ValueError(
@@ -42,6 +55,14 @@ def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | 
         )
     if noise_level is None and sigma is None:
         raise ValueError("Give noise_level (e.g. 0.15) or sigma (e.g. 0.1).")
+    if isinstance(sigma, torch.Tensor):
+        if sigma.numel() != x.shape[0] or (sigma.dim() > 1 and sigma.squeeze().dim() > 1):
+            raise ValueError(
+                f"sigma must be a number or one per image ({x.shape[0]},), got shape {tuple(sigma.shape)}."
+            )
+        if not torch.isfinite(sigma).all() or (sigma < 0).any():
+            raise ValueError("sigma must be finite and >= 0 for every image.")
+        return sigma.detach().reshape(-1, 1, 1, 1).to(device=x.device, dtype=x.dtype)
     name, value = ("sigma", sigma) if sigma is not None else ("noise_level", noise_level)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
@@ -54,7 +75,7 @@ def noise_std(x: torch.Tensor, noise_level: float | None = None, sigma: float | 
     return (noise_level * spread).reshape(-1, 1, 1, 1)
 
 
-def default_noise_std(x: torch.Tensor, noise_level: float | None, sigma: float | None) -> torch.Tensor:
+def default_noise_std(x: torch.Tensor, noise_level: float | None, sigma: float | torch.Tensor | None) -> torch.Tensor:
     """``noise_std`` with SmoothGrad's default: ``noise_level=DEFAULT_NOISE_LEVEL`` when neither is given."""
     if noise_level is None and sigma is None:
         noise_level = DEFAULT_NOISE_LEVEL

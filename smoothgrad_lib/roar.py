@@ -40,18 +40,19 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from tqdm.auto import tqdm
 
 from .aggregates import Aggregate
-from .faithfulness import Baseline, baseline_images, pixel_ranking
 from .maps import saliency_map
-from .methods import all_attributions, parse_entry
 from .shapes import ShapesBatch, make_shapes
 from .train import train
 from .twins import TWINS, load_twin
+
+if TYPE_CHECKING:
+    from .faithfulness import Baseline
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def remove_top(
         >>> remove_top(images, images[:, 0], 0.5, -1.0).flatten().tolist()
         [0.0, 1.0, -1.0, -1.0]
     """
+    from .faithfulness import baseline_images, pixel_ranking
+
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}.")
     if maps.shape != (images.shape[0], *images.shape[2:]):
@@ -121,6 +124,9 @@ def roar_maps(
     chunk of ``MAP_CHUNK`` images computes them all; chunk i uses ``seed + i``, and the smoothed entries' levels go
     to it in the order they first appear in ``methods`` (level k is seeded ``seed + i + 1 + k``).
     """
+    # the registry and faithfulness are imported where they run: Captum and torchvision take seconds to import
+    from .methods import all_attributions, parse_entry
+
     model = load_twin(twin)
     levels = smoothing_levels(methods)
     families = {parse_entry(name)[0].name for name in methods}
@@ -151,6 +157,8 @@ def smoothing_levels(methods: Sequence[str]) -> dict[float, tuple[Aggregate, ...
         >>> smoothing_levels(["vanilla", "smoothgrad_abs_0.15", "smoothgrad_raw_0.3", "smoothgrad_vargrad_0.15"])
         {0.15: ('abs', 'vargrad'), 0.3: ('raw',)}
     """
+    from .methods import parse_entry
+
     levels: dict[float, tuple[Aggregate, ...]] = {}
     for name in methods:
         own = parse_entry(name)[1]

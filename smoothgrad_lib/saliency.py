@@ -106,7 +106,7 @@ def smoothgrad(
     *,
     n_samples: int = 50,
     noise_level: float | None = None,
-    sigma: float | None = None,
+    sigma: float | torch.Tensor | None = None,
     aggregate: Aggregate = "abs",
     sampling: Sampling = "iid",
     batch_size: int | None = None,
@@ -137,7 +137,7 @@ def smoothgrad(
         noise_level: sigma as a fraction of each image's range,
             ``sigma_b = noise_level * (max x_b - min x_b)``; 0 gives the
             vanilla gradient under each aggregate. Default 0.15 when ``sigma`` is not given.
-        sigma: absolute standard deviation of the noise, in input units.
+        sigma: absolute standard deviation of the noise, in input units: one number, or one per image (B,).
             Giving both ``sigma`` and ``noise_level`` is an error.
         aggregate: one of ``"abs"``, ``"square"``, ``"raw"``, ``"vargrad"``.
         sampling: ``"iid"`` (independent noise) or ``"antithetic"`` (noise in
@@ -198,7 +198,7 @@ def smoothgrad_estimate(
     *,
     n_samples: int = 50,
     noise_level: float | None = None,
-    sigma: float | None = None,
+    sigma: float | torch.Tensor | None = None,
     aggregate: Aggregate = "abs",
     sampling: Sampling = "iid",
     tolerance: float | None = None,
@@ -297,7 +297,7 @@ def noisy_gradients(
     *,
     n_samples: int = 50,
     noise_level: float | None = None,
-    sigma: float | None = None,
+    sigma: float | torch.Tensor | None = None,
     sampling: Sampling = "iid",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
@@ -370,7 +370,7 @@ class _Run:
         target: TargetType,
         n_samples: int,
         noise_level: float | None,
-        sigma: float | None,
+        sigma: float | torch.Tensor | None,
         aggregate: str,
         sampling: str,
         batch_size: int | None,

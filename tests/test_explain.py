@@ -17,9 +17,10 @@ from matplotlib.colors import LogNorm
 from PIL import Image
 
 from smoothgrad_lib import cli, explain, load_image, load_model, saliency_map, smoothgrad_estimate
-from smoothgrad_lib.aggregates import snr_map
+from smoothgrad_lib.aggregates import display_error_map, snr_map
 from smoothgrad_lib.models import imagenet_categories
 from smoothgrad_lib.noise import seeded_generator as generator
+from smoothgrad_lib.plotting import ERROR_SCALE, overlay
 from smoothgrad_lib.shapes import CLASSES, make_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +41,15 @@ def shapes_png(tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture
 def captured_figures(monkeypatch) -> list:
-    """The figures ``explain.figure`` builds during a test, kept for inspection."""
+    """The figures ``explain`` builds during a test, kept for inspection."""
     figures = []
-    build = explain.figure
+    build = explain.explain_figure
 
     def keep(*args):
         figures.append(build(*args))
         return figures[-1]
 
-    monkeypatch.setattr(explain, "figure", keep)
+    monkeypatch.setattr(explain, "explain_figure", keep)
     return figures
 
 
@@ -142,27 +143,24 @@ def test_shapes_png_prints_classes_n_and_the_library_s_relative_error(shapes_png
         "the model's input (64x64 px)",
         "SmoothGrad (abs), max over channels, clipped at its 99th percentile",
         "the map over the greyed image (the same 99th-percentile clip)",
-        "signal-to-noise per pixel |mean| / stderr, log scale (grey: unknown)",
+        "where the map can be trusted: error / the map's contrast (bright: not yet; grey: unknown)",
     ]
     assert all(ax.get_xlabel() == "x (pixels)" and ax.get_ylabel() == "y (pixels)" for ax in panels)
     clip = float(torch.quantile(saliency_map(estimate.mean, normalize=None).flatten(), 0.99))
     assert [ax.get_ylabel() for ax in bars] == [
         f"1 = 99th percentile = {clip:.3g}\nlogit per unit of pixel intensity",
         "map / 99th percentile",
-        "|mean| / stderr of the channel shown\n(1: the error is as large as the value)",
+        "stderr / contrast of the map shown\n(1: the error is as large as the contrast)",
     ]
     # The notebooks' normalisation, in the map and under the overlay.
     clipped = saliency_map(estimate.mean, normalize="percentile").numpy()
     assert np.allclose(panels[1].images[0].get_array(), clipped, rtol=1e-5, atol=1e-7)
-    assert np.allclose(panels[2].images[0].get_array(), explain.overlay(x, torch.from_numpy(clipped)), atol=1e-6)
-    # Signal-to-noise on a log colour scale, with a colour bar that says where the map can be trusted.
-    snr = panels[3].images[0]
-    assert isinstance(snr.norm, LogNorm) and snr.norm.vmin < snr.norm.vmax
-    channel = estimate.mean.abs().argmax(0, keepdim=True)
-    expected = (estimate.mean.gather(0, channel).abs() / estimate.stderr.gather(0, channel))[0]
-    shown = np.asarray(snr.get_array())
-    inside = (expected > snr.norm.vmin) & (expected < snr.norm.vmax)
-    assert inside.float().mean() > 0.9 and np.allclose(shown[inside.numpy()], expected[inside].numpy(), rtol=1e-5)
+    assert np.allclose(panels[2].images[0].get_array(), overlay(x, torch.from_numpy(clipped)), atol=1e-6)
+    # The trust panel: each pixel's error relative to the map's contrast, on the fixed log scale.
+    trust = panels[3].images[0]
+    assert isinstance(trust.norm, LogNorm) and (trust.norm.vmin, trust.norm.vmax) == ERROR_SCALE
+    expected = display_error_map(estimate.mean[None], estimate.stderr[None])[0].clamp(*ERROR_SCALE)
+    assert np.allclose(np.asarray(trust.get_array()), expected.numpy(), rtol=1e-5)
     assert_no_title_runs_into_a_colour_bar(fig)
 
 
@@ -259,14 +257,32 @@ def test_class_by_index_or_imagenet_name():
         explain.class_index("tabyy", categories)
 
 
-def test_signal_to_noise_map_by_hand():
-    # pixels: |mean| largest in channel 1 (4 / 1 -> 4); channel 0 (1 / 0 -> inf: every gradient agreed);
-    # error > value (1 / 3); zero mean with zero error (-> NaN, unknown); zero mean with an error (-> 0).
-    mean = torch.tensor([[[2.0, -1.0, 1.0, 0.0, 0.0]], [[-4.0, 0.5, 0.2, 0.0, 0.0]]])
-    stderr = torch.tensor([[[1.0, 0.0, 3.0, 0.0, 0.2]], [[1.0, 1.0, 0.0, 0.0, 0.2]]])
-    expected = torch.tensor([[4.0, torch.inf, 1 / 3, torch.nan, 0.0]])
-    assert torch.equal(snr_map(mean[None], stderr[None])[0].isnan(), expected.isnan())
-    assert torch.allclose(snr_map(mean[None], stderr[None])[0], expected, equal_nan=True)
+def test_display_error_map_by_hand():
+    # The shown channel is the one of largest |mean| (channel 1, then 0, 0, 1); the shown map [4, 1, 1, 0.2] has
+    # standard deviation 1.5 over its pixels; each pixel's error in the shown channel over that.
+    mean = torch.tensor([[[2.0, -1.0, 1.0, 0.0]], [[-4.0, 0.5, 0.2, 0.2]]])
+    stderr = torch.tensor([[[1.0, 0.3, 3.0, 0.0]], [[1.5, 1.0, 0.0, 0.6]]])
+    shown = torch.tensor([4.0, 1.0, 1.0, 0.2])
+    expected = torch.tensor([[1.5, 0.3, 3.0, 0.6]]) / shown.std(correction=0)
+    assert torch.allclose(display_error_map(mean[None], stderr[None])[0], expected)
+    with pytest.raises(ValueError, match=r"must both be \(B, C, H, W\)"):
+        display_error_map(mean, stderr)
+
+
+def test_trust_panel_singles_out_the_unreliable_region_whatever_the_maps_floor():
+    """A map on a floor (as abs's E|G|) with a known unreliable square: the panel is bright there and only there;
+    raising the floor leaves it unchanged, while signal-to-noise calls every pixel trustworthy (|m| / s >= 10)."""
+    generator = torch.Generator().manual_seed(0)
+    structure = torch.rand(1, 3, 32, 32, generator=generator)
+    mean = 10 + structure
+    stderr = torch.full_like(mean, 0.01)
+    unreliable = torch.zeros(32, 32, dtype=torch.bool)
+    unreliable[8:16, 20:28] = True
+    stderr[..., unreliable] = 0.5
+    panel = display_error_map(mean, stderr)[0]
+    assert bool((panel[unreliable] > 0.5).all()) and bool((panel[~unreliable] < 0.1).all())
+    assert torch.allclose(display_error_map(mean + 100, stderr), display_error_map(mean, stderr))
+    assert float(snr_map(mean, stderr).min()) >= 10
 
 
 def offline(url, *args, **kwargs):
@@ -278,7 +294,11 @@ ERRORS = {
         ["no-such-image.png", "--model", "shapes-relu"],
         r"'no-such-image.png' is neither a bundled photo .* nor an existing file",
     ),
-    "unreadable file": (["{text}", "--model", "shapes-relu"], r"could not read .* as an image"),
+    "unreadable file": (
+        ["{text}", "--model", "shapes-relu"],
+        r"could not read .*notes.png' as an image \(JPEG, PNG, TIFF, BMP, GIF, WebP expected\)",
+    ),
+    "directory": (["{tmp}", "--model", "shapes-relu"], r"' is a directory: give one image file \(JPEG, PNG, TIFF"),
     "unknown model": (["{png}", "--model", "alexnet"], r"unknown model 'alexnet'; choose one of efficientnet-lite0"),
     "offline model": (["{png}", "--model", "resnet18"], r"could not download the pretrained weights of 'resnet18'"),
     "unknown class": (["{png}", "--model", "shapes-relu", "--target", "hexagon"], r"unknown class name 'hexagon'"),
@@ -313,7 +333,7 @@ ERRORS = {
     "constant image": (["{constant}", "--model", "shapes-relu"], r"is constant \(every value 0\.502\).* sigma = 0"),
     "wide integers": (["{wide}", "--model", "shapes-relu"], r"32-bit integer image with values 0\.\.100000"),
 }
-IMAGE_ERRORS = ("missing file", "unreadable file", "decompression bomb", "constant image", "wide integers")
+IMAGE_ERRORS = ("missing file", "unreadable file", "directory", "decompression bomb", "constant image", "wide integers")
 
 
 @pytest.mark.parametrize("case", ERRORS)
@@ -480,10 +500,10 @@ def test_one_full_help_from_both_entry_points(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     alone = help_text(explain.main, ["--help"], capsys)
     command = help_text(cli.main, ["explain", "--help"], capsys)
-    assert command == alone.replace("python -m smoothgrad_lib.explain", "python -m smoothgrad_lib explain")
-    flat = " ".join(command.split())
+    flat = " ".join(command.split())  # the usage lines wrap where the two names' lengths put them
+    assert flat == " ".join(alone.replace("python -m smoothgrad_lib.explain", "smoothgrad explain").split())
     for wanted in (
-        "examples: python -m smoothgrad_lib explain chelsea",  # an example
+        "examples: smoothgrad explain chelsea",  # an example, with the console script
         "Exit status: 0 when the figure is written; 2 for a problem with the input",
         "efficientnet-lite0, shapes-relu, shapes-softplus, shapes-relu-permuted work offline",
         "resnet18, resnet50, vgg16 download their ImageNet weights on first use",

@@ -24,7 +24,7 @@ KEYS = grading.answer_keys(ROOT / "report")
 STUDENT = {path.stem: nbformat.read(path, as_version=4) for path in sorted((ROOT / "exercises").glob("*.ipynb"))}
 TEACHER = {path.stem: nbformat.read(path, as_version=4) for path in sorted((ROOT / "report").glob("0[1-5]-*.ipynb"))}
 NOTEBOOK = {stem[:2]: stem for stem in STUDENT}  # "02" -> "02-smoothgrad"
-TIMEOUT = 15.0  # seconds per exercise: the infinite loop's row waits for it
+TIMEOUT = 8.0  # seconds per exercise: the infinite loop's row waits for it
 
 
 def teacher_answer(stem: str, exercise: str) -> str:

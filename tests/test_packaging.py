@@ -1,6 +1,7 @@
 """The set-up a new user relies on: environment.yml and the lock agree with pyproject, Colab cells are stamped and
 inert, committed notebooks ran cleanly and carry no volatile metadata."""
 
+import ast
 import json
 import re
 import shutil
@@ -138,6 +139,17 @@ def test_pinned_commit_holds_the_library_of_this_tree():
     assert diff.stdout == "", (
         f"the library changed since the pinned commit {ref[:12]}: python tools/stamp_colab.py\n{diff.stdout}"
     )
+
+
+def test_the_wheel_and_the_colab_cell_mean_the_same_library_commit():
+    """setup.py writes the commit a wheel holds by the same paths stamp_colab.py pins a commit by."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    (paths,) = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["LIBRARY_PATHS"]
+    ]
+    assert paths == _stamp_colab().LIBRARY_PATHS
 
 
 def _run_install_cell(source: str, monkeypatch, on_colab: bool) -> list:

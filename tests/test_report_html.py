@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 from PIL import Image
 
@@ -260,3 +261,24 @@ def test_the_builder_refuses_a_link_to_a_missing_heading():
         link_pages('<a href="a.ipynb#2-results">', "b", pages)
     with pytest.raises(SystemExit, match="not a notebook"):
         link_pages('<a href="c.ipynb">', "b", pages)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_a_page_opens_with_its_title_and_leaves_out_what_is_not_for_reading(report_dir, stem):
+    """The title comes before any code; the Colab install cell is a one-line note; cells whose output is the
+    machine's (timings, versions) are left out; "Your answer" prompts say where to answer."""
+    from tools import build_report
+
+    page = (report_dir / f"{stem}.html").read_text()
+    body = page[page.index("<main>") :]  # the styles above name the cell classes too
+    assert -1 < body.find("<h1") < body.find('class="jp-Cell jp-CodeCell'), f"{stem}: code before the title"
+    assert "a code cell here installs" in body and "def installed" not in body and "REPOSITORY =" not in body
+    cells = nbformat.read(ROOT / "report" / f"{stem}.ipynb", as_version=4).cells
+    machine = [c for c in cells if c.cell_type == "code" and c.source.startswith(build_report.MACHINE_MARK)]
+    printed = [o.text.splitlines()[0] for c in machine for o in c.outputs if o.get("text")]
+    assert len(printed) == len(machine), f"{stem}: a machine cell without printed output"
+    assert "NBVAL_IGNORE_OUTPUT" not in body
+    assert not [line for line in printed if html.escape(line) in body]
+    answers = sum(c.cell_type == "markdown" and c.source.strip() == build_report.ANSWER_PROMPT for c in cells)
+    assert "double-click to write" not in body
+    assert body.count("double-click this cell in Jupyter or Colab") == answers

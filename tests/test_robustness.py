@@ -222,3 +222,35 @@ def test_bad_arguments():
         max_sensitivity(lambda z: z[0], x, 0.1, 1)
     with pytest.raises(ValueError, match="noise_std"):
         infidelity(tiny_relu_net(), lambda z: z, x, 0, noise_std=0)
+
+
+class HalfSquare(torch.nn.Module):
+    """f_k(x) = ||x||^2 / 2 for both classes: the gradient at x is x itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).square().sum(1, keepdim=True).expand(-1, 2) / 2
+
+
+def test_a_pinned_sigma_gives_both_ends_the_same_noise():
+    """Raw SmoothGrad of f = ||x||^2 / 2 with N = 1 is x + eps: at x + delta it is x + delta + eps' exactly, and
+    eps' = eps only if the draw and sigma are the same at both ends. A perturbation that widens the image's range
+    changes sigma unless it is pinned to the clean image."""
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    delta = torch.zeros_like(x)
+    delta[:, 0, 0, 0] = 0.5  # widens each image's range
+    pinned, floating = (
+        explanation_function("smoothgrad_raw_0.15", HalfSquare().eval(), 0, n_samples=1, sigma_from=s)
+        for s in (x, None)
+    )
+    assert torch.allclose(pinned(x + delta) - pinned(x), delta, atol=1e-6)
+    assert not torch.allclose(floating(x + delta) - floating(x), delta, atol=1e-3)
+    assert torch.equal(pinned(x), floating(x))  # at the clean images, pinning changes nothing
+
+
+def test_the_map_representation_is_the_channel_maximum_of_the_absolute_attribution():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    x = torch.rand(2, 3, 2, 2)
+    shown = explanation_function("vanilla", model, 1, representation="map")(x)
+    assert torch.equal(shown, model[1].weight[1].reshape(1, 3, 2, 2).abs().amax(1, keepdim=True).expand(2, -1, -1, -1))
+    with pytest.raises(ValueError, match="representation"):
+        explanation_function("vanilla", model, 1, representation="display")

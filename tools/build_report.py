@@ -9,7 +9,9 @@ The HTML typesets maths with a local copy of MathJax (from the PyPI package
 jupyter-server-mathjax, which ships the STIX-Web fonts only, so the pages ask for those) and embeds every figure, so
 build/report/ works without a network connection. Every page has links to the index and to the previous and next
 notebook; links between notebooks (``02-smoothgrad.ipynb#section`` in the markdown, which works on GitHub and Colab)
-point at the rendered pages and their headings. Executed notebooks are saved without volatile metadata (per-cell
+point at the rendered pages and their headings. A page opens with the notebook's title: the Colab install cell
+shows as a one-line note, and cells that print the machine's details (``# NBVAL_IGNORE_OUTPUT``: timings, versions)
+are left out. Executed notebooks are saved without volatile metadata (per-cell
 execution timestamps and the like), so re-executing an unchanged notebook leaves its file unchanged apart from real
 output.
 """
@@ -37,7 +39,13 @@ MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 # The MathJax of jupyter-server-mathjax ships only the STIX-Web fonts, while its configuration asks for the TeX fonts:
 # the page would fall back on whatever fonts the reader's system has (upright variables, a tilde floating above M).
 MATHJAX_FONTS = '{"HTML-CSS": {webFont: "STIX-Web", availableFonts: [], preferredFont: null, imageFont: null}}'
-BADGE_TAG = "colab-badge"
+BADGE_TAG, INSTALL_TAG = "colab-badge", "colab-install"
+INSTALL_NOTE = "*On Google Colab, a code cell here installs `smoothgrad-lib`; elsewhere it does nothing.*"
+# Cells whose output is the machine's, not the notebook's (timings, versions, the device): nbval ignores their output,
+# and the rendered page leaves them out.
+MACHINE_MARK = "# NBVAL_IGNORE_OUTPUT"
+ANSWER_PROMPT = "**Your answer:** *(double-click to write)*"
+ANSWER_NOTE = "**Your answer:** *(write it in your copy of the notebook: double-click this cell in Jupyter or Colab)*"
 # Metadata that changes on every run or with the editor's view state, not with the notebook's content.
 VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "papermill")
 VOLATILE_NOTEBOOK_METADATA = ("widgets", "papermill")
@@ -210,13 +218,30 @@ def title_and_summary(notebook: nbformat.NotebookNode) -> tuple[str, str]:
     return "Untitled", ""
 
 
-def render(path: Path) -> str:
-    """The notebook ``path`` as one HTML page, before the links between pages are added."""
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:  # the badge image lives on a server: offline, link with text instead
-        if BADGE_TAG in cell.metadata.get("tags", []):
+def for_reading(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``notebook`` as the rendered page shows it: the Colab badge as a text link (its image lives on a server), the
+    install cell as a one-line note, no cells marked ``MACHINE_MARK``, and "Your answer" prompts that say where to
+    answer. Changes ``notebook`` in place and returns it."""
+    cells = []
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if BADGE_TAG in tags:
             link = re.search(r"\]\((https://colab[^)]+)\)\s*$", cell.source)
             cell.source = f"[Open this notebook in Google Colab]({link.group(1)})" if link else ""
+        elif INSTALL_TAG in tags:
+            cell = nbformat.v4.new_markdown_cell(INSTALL_NOTE)
+        elif cell.cell_type == "code" and cell.source.startswith(MACHINE_MARK):
+            continue
+        elif cell.cell_type == "markdown" and cell.source.strip() == ANSWER_PROMPT:
+            cell.source = ANSWER_NOTE
+        cells.append(cell)
+    notebook.cells = cells
+    return notebook
+
+
+def render(path: Path) -> str:
+    """The notebook ``path`` as one HTML page, before the links between pages are added."""
+    notebook = for_reading(nbformat.read(path, as_version=4))
     exporter = HTMLExporter(template_name="lab", mathjax_url=f"mathjax/MathJax.js?config={MATHJAX_CONFIG}")
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem}})
     # require.js (from a CDN) only serves interactive widgets, which the report has none of.

@@ -26,7 +26,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "report"
 BADGE_TAG, INSTALL_TAG = "colab-badge", "colab-install"
-LIBRARY_PATHS = ("smoothgrad_lib", "pyproject.toml")
+LIBRARY_PATHS = ("smoothgrad_lib", "pyproject.toml", "setup.py")  # as in setup.py
 STAMP = re.compile(r'^VERSION = "(?P<version>[^"]+)"  # outputs (?P<digest>[0-9a-f]{12})$', re.MULTILINE)
 
 
@@ -76,15 +76,21 @@ if "google.colab" in sys.modules:
     import json
     import subprocess
     from importlib.metadata import PackageNotFoundError, distribution
+    from pathlib import Path
 
     def installed():
-        """(version, commit) of the installed smoothgrad-lib, or None."""
+        """(version, commit) of the installed smoothgrad-lib, or None. The commit is the one pip installed from git,
+        or for a wheel installed from a file (no commit in direct_url.json) the one `make wheel` wrote into it."""
         try:
             found = distribution("smoothgrad-lib")
         except PackageNotFoundError:
             return None
         origin = json.loads(found.read_text("direct_url.json") or "{{}}")
-        return found.version, origin.get("vcs_info", {{}}).get("commit_id")
+        built = Path(found.locate_file("smoothgrad_lib/BUILD_COMMIT"))
+        commit = origin.get("vcs_info", {{}}).get("commit_id")
+        if commit is None and built.is_file():
+            commit = built.read_text().strip()
+        return found.version, commit
 
     if installed() != (VERSION, REF):
         requirement = f"smoothgrad-lib @ git+{{REPOSITORY}}@{{REF}}"
@@ -96,8 +102,8 @@ if "google.colab" in sys.modules:
                 print(pip.stderr[-2000:], file=sys.stderr)
                 raise RuntimeError(
                     f"Could not install {{requirement}} (offline, or the repository moved): in a clone of the "
-                    f"repository at commit {{REF[:12]}}, run `make wheel`, upload dist/{{wheel}} to this session "
-                    f"and run `%pip install {{wheel}}`."
+                    f"repository at commit {{REF[:12]}}, run `make wheel`, upload dist/{{wheel}} to this session, "
+                    f"run `%pip install {{wheel}}` and then Run all again."
                 ) from None
     print("smoothgrad-lib {{}} (commit {{}})".format(*installed()))'''
 
