@@ -9,20 +9,28 @@
 # make crosscheck : nbval over report/ under other thread counts and older CPU kernels (tools/crosscheck.sh)
 # make wheel      : build dist/smoothgrad_lib-VERSION-py3-none-any.whl in seconds, without .venv (to upload to Colab)
 # report and test create or update .venv first (from requirements.lock), so a fresh clone needs nothing else;
-# neither installs system packages.
+# neither installs system packages. In an environment you already have (conda env create -f environment.yml, then
+# conda activate smoothgrad), `make test VENV=` and `make report VENV=` use its `python` and build no .venv
+# (`PY=...` names another interpreter); they first check that it has what the commands import.
 
 PYTHON ?= python3
 VENV := .venv
+VENV_STAMP := $(or $(strip $(VENV)),.venv)/.installed
+ifeq ($(strip $(VENV)),)
+PY ?= python
+STAMP := in-place
+else
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV_STAMP)
+endif
 
 # Jupyter, matplotlib, IPython and torch write under $HOME: tools/scratch.py creates folders in build/scratch and
 # prints the variables pointing there (the same list pytest's conftest.py uses). Expanded when a recipe runs.
 RUN = $(shell $(PYTHON) tools/scratch.py)
 
-.PHONY: report test quick venv browser clean lock lockcheck crosscheck wheel exercises release
+.PHONY: report test quick venv in-place browser clean lock lockcheck crosscheck wheel exercises release
 
-venv: $(STAMP)
+venv: $(VENV_STAMP)
 
 # pip byte-compiles every file it installs unless told not to: a minute here, mostly torch's many modules that no
 # command imports. Instead, the modules the notebooks and tests import are compiled once by importing them (with
@@ -31,7 +39,7 @@ WARM_IMPORTS := import smoothgrad_lib.methods, smoothgrad_lib.metrics, smoothgra
 	smoothgrad_lib.montecarlo, smoothgrad_lib.smoothing, smoothgrad_lib.explain, \
 	efficientnet_lite_pytorch, matplotlib.pyplot, sklearn.metrics, quantus, nbval.plugin, nbconvert, nbclient, ipykernel.kernelapp, pytest, yaml
 
-$(STAMP): pyproject.toml requirements.lock
+$(VENV_STAMP): pyproject.toml requirements.lock
 	@echo "==> setting up $(VENV) from requirements.lock (first time: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "ERROR: could not create $(VENV) with $(PYTHON); install python3-venv or set PYTHON=..."; exit 1; }
 	$(PY) -m pip install --disable-pip-version-check --progress-bar off --no-compile -r requirements.lock \
@@ -39,8 +47,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . \
 		|| { echo "ERROR: could not install smoothgrad_lib itself (see above)"; exit 1; }
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -c "$(WARM_IMPORTS)"
-	@touch $(STAMP)
+	@touch $(VENV_STAMP)
 	@echo "==> $(VENV) ready"
+
+# VENV= (empty): no .venv; the interpreter PY must already have the library and what the notebooks and tests import.
+in-place:
+	@echo "==> using $(PY) as it is (VENV= given: no .venv)"
+	@$(PY) -c "$(WARM_IMPORTS)" || { echo "ERROR: $(PY) lacks a package the commands need (above). Create the \
+environment with conda env create -f environment.yml, activate it, or run without VENV= to build .venv"; exit 1; }
 
 report: $(STAMP)
 	@echo "==> executing report/*.ipynb and rendering build/report/"
@@ -87,13 +101,13 @@ LOCK_PLATFORMS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu aarch64-app
 LOCK_PYTHONS := 3.11 3.12 3.13
 
 lock: $(STAMP)
-	$(RUN) $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	$(RUN) $(PY) -m uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		--custom-compile-command "make lock" -o requirements.lock
 
 lockcheck: $(STAMP)
 	@for platform in $(LOCK_PLATFORMS); do for python in $(LOCK_PYTHONS); do \
 		printf '%-28s Python %s: ' $$platform $$python; \
-		out=$$($(RUN) MACOSX_DEPLOYMENT_TARGET=14.0 $(VENV)/bin/uv pip install --dry-run --no-deps --only-binary :all: \
+		out=$$($(RUN) MACOSX_DEPLOYMENT_TARGET=14.0 $(PY) -m uv pip install --dry-run --no-deps --only-binary :all: \
 			--python-platform $$platform --python-version $$python --target build/lockcheck -r requirements.lock 2>&1) \
 			&& echo "$$out" | grep '^Would install' || { echo "FAILED"; echo "$$out"; exit 1; }; \
 		done; done

@@ -1,13 +1,13 @@
 """explain IMAGE: the top-5 classes, a SmoothGrad map with its Monte-Carlo error, and one figure.
 
 IMAGE is read as its viewer shows it: turned upright by its EXIF orientation
-tag; 8-bit images divided by 255, 16-bit ones by 65535, float ones taken as
-[0, 1]. It is then fitted to the model's square input (--fit, below). The
-printout says what was done to it (original size, pixel type and scaling,
-resize, crop box or padding), then gives the model's top-5 classes, the
-number N of noisy gradients, the noise sigma, and the relative error
-||stderr|| / ||mean|| of the whole estimate over all channels and pixels (the
-quantity --tolerance controls).
+tag; 8-bit images divided by 255, 16-bit ones (greyscale, RGB or RGBA, at
+their full depth) by 65535, float ones taken as [0, 1]. It is then fitted to
+the model's square input (--fit, below). The printout says what was done to it
+(original size, pixel type and scaling, resize, crop box or padding), then
+gives the model's top-5 classes, the number N of noisy gradients, the noise
+sigma, and the relative error ||stderr|| / ||mean|| of the whole estimate over
+all channels and pixels (the quantity --tolerance controls).
 
 The figure has four panels: the model's input; the SmoothGrad map (the
 largest magnitude over colour channels, max_c |mean_c|), scaled so its 99th
@@ -47,8 +47,9 @@ from typing import Any
 
 import torch
 from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.figure import Figure
 
-from .aggregates import AGGREGATES, relative_error
+from .aggregates import AGGREGATES, Estimate, relative_error
 from .images import DEFAULT_FIT, FITS, FORMATS, PHOTOS, Picture, fit_image, read_image
 from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, default_device, load_model
 from .noise import DEFAULT_NOISE_LEVEL
@@ -154,13 +155,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _explain(args: argparse.Namespace) -> None:
     # The cheap checks first: arguments, the output path, the device and the image, then the model.
-    n_samples, tolerance, max_samples = _sample_counts(args)
+    counts = _sample_counts(args)
+    _check_options(args)
+    out = _output_path(args.out, args.image)
+    device = _device(args.device)
+    loaded, picture = _model_and_picture(args, device)
+    x = picture.tensor.to(device)
+    requested = None if args.target is None else class_index(args.target, loaded.categories)
+
+    print(picture.describe())
+    print(f"model: {loaded.name} on {device} (input {loaded.input_size}x{loaded.input_size} px)")
+    for warning in picture.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    target = _top_classes(loaded, x, requested)
+    estimate = _estimate(loaded, x, target, args, counts)
+    summary = _summary(estimate, x, args, counts)
+    title = f"{loaded.name}: class {target} '{loaded.categories[target]}', {summary}"
+    _write_figure(explain_figure(x, estimate.mean, estimate.stderr, args.aggregate, title), out)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The options that ``_sample_counts`` does not check: the noise level and the seed."""
     if not (args.noise_level >= 0 and math.isfinite(args.noise_level)):
         raise CommandError(f"--noise-level must be a finite number >= 0 (e.g. 0.15), got {args.noise_level}.")
     if not 0 <= args.seed <= MAX_SEED:
         raise CommandError(f"--seed must be an integer in 0..{MAX_SEED}, got {args.seed}.")
-    out = _output_path(args.out, args.image)
-    device = _device(args.device)
+
+
+def _model_and_picture(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, Picture]:
+    """The model on ``device`` and the image fitted to its input; a constant image fails before the model loads."""
     picture = _read(args.image)
     _check_noise(picture, args.noise_level)
     try:
@@ -169,13 +192,11 @@ def _explain(args: argparse.Namespace) -> None:
         raise CommandError(_one_line(error)) from None
     picture = fit_image(picture, loaded.input_size, args.fit)
     _check_noise(picture, args.noise_level)
-    x = picture.tensor.to(device)
-    target = None if args.target is None else class_index(args.target, loaded.categories)
+    return loaded, picture
 
-    print(picture.describe())
-    print(f"model: {loaded.name} on {device} (input {loaded.input_size}x{loaded.input_size} px)")
-    for warning in picture.warnings:
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+
+def _top_classes(loaded: LoadedModel, x: torch.Tensor, target: int | None) -> int:
+    """Print the top-k classes and the class explained (``target``, or the predicted one); returns that class."""
     probabilities = _probabilities(loaded, x)
     top = probabilities.topk(min(TOP_K, len(probabilities)))
     print(f"top-{len(top.indices)} classes:")
@@ -185,7 +206,14 @@ def _explain(args: argparse.Namespace) -> None:
         target = int(top.indices[0])
     how = "predicted" if target == int(top.indices[0]) else f"p = {probabilities[target]:.3f}"
     print(f"explaining class {target} '{loaded.categories[target]}' ({how})")
+    return target
 
+
+def _estimate(
+    loaded: LoadedModel, x: torch.Tensor, target: int, args: argparse.Namespace, counts: tuple[int, float | None, int]
+) -> Estimate:
+    """SmoothGrad with its error bars, its warnings said in the command's terms on stderr."""
+    n_samples, tolerance, max_samples = counts
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         estimate = smoothgrad_estimate(
@@ -197,13 +225,22 @@ def _explain(args: argparse.Namespace) -> None:
             aggregate=args.aggregate,
             tolerance=tolerance,
             max_samples=max_samples,
-            generator=generator(args.seed, device),
+            generator=generator(args.seed, device=x.device),
             progress=True,
         )
-    # The library's max_samples warning names API arguments; the command says it in its own options below.
+    # The library's max_samples warning names API arguments; the command says it in its own options (``_summary``).
     for warning in caught:
         if "max_samples=" not in str(warning.message):
             print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    return estimate
+
+
+def _summary(
+    estimate: Estimate, x: torch.Tensor, args: argparse.Namespace, counts: tuple[int, float | None, int]
+) -> str:
+    """Print what was estimated and how well (warning when --tolerance was not reached); returns the figure's
+    description of it."""
+    _, tolerance, max_samples = counts
     error = float(relative_error(estimate.mean[None], estimate.stderr[None])[0])
     error_text = _error_text(error, estimate.n_samples, args.aggregate)
     if tolerance is not None and error > tolerance:
@@ -218,11 +255,13 @@ def _explain(args: argparse.Namespace) -> None:
         f"SmoothGrad ({args.aggregate}, noise level {args.noise_level}, sigma {sigma:.3g}): "
         f"N = {estimate.n_samples} gradients, relative error ||stderr||/||mean|| = {error_text}{goal}"
     )
-    title = (
-        f"{loaded.name}: class {target} '{loaded.categories[target]}', SmoothGrad {args.aggregate}, "
-        f"noise level {args.noise_level} (σ = {sigma:.3g}), N = {estimate.n_samples}, relative error {error_text}"
+    return (
+        f"SmoothGrad {args.aggregate}, noise level {args.noise_level} (σ = {sigma:.3g}), N = {estimate.n_samples}, "
+        f"relative error {error_text}"
     )
-    fig = explain_figure(x, estimate.mean, estimate.stderr, args.aggregate, title)
+
+
+def _write_figure(fig: Figure, out: Path) -> None:
     try:
         fig.savefig(out, dpi=100)
     except OSError as error:

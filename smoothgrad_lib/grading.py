@@ -6,23 +6,25 @@ also its options and the measured answer, a written (interpret) answer its rubri
 removes the answers and rubrics from the student versions and keeps the rest, so that a submission's cells can be
 matched to the key.
 
-Each answer is graded in a process of its own, forked from a server that has imported the library and nothing of
-the submission, in an empty temporary folder, with a clean environment, one CPU thread and a time limit. That
-process runs the notebook's import statements (taken from the teacher version) and the student's answer cell,
-nothing else of the submission, and then the check (``smoothgrad_lib.exercises``), with hidden cases; it sends
-back the check's result as JSON. Scores come from that result, never from what a notebook printed, and a student's
-printout is discarded. A library module changed by the student's code (a redefined check, say) makes the
-exercise an ``error``. A crash or a time-out costs only that exercise.
+Each implement answer is graded in a process of its own, forked from a server that has imported the library and
+nothing of the submission, in an empty temporary folder, with a clean environment, one CPU thread, bounded memory
+and a time limit. That process runs the notebook's import statements (taken from the teacher version) and the
+student's answer cell, nothing else of the submission, and then the check (``smoothgrad_lib.exercises``), with
+hidden cases; it sends back the check's result as JSON. A prediction is read from its cell without running it (a
+plain value). Scores come from those results, never from what a notebook printed, and a student's printout is
+discarded. A change to a library module, to a function's code or to torch's core functions by the student's code
+(a redefined check, say) makes the exercise an ``error``. A crash or a time-out costs only that exercise.
 
 This defends against honest mistakes and casual tampering. A determined student can still run arbitrary code in
-the grading process (read files, use the network, tamper in ways no snapshot sees): run the grader in a container
-without network for that (``docs/teaching.md``).
+the grading process (read files, the answer key among them; use the network; tamper in ways no snapshot sees): run
+the grader in a container without network for that (``docs/teaching.md``).
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import inspect
 import json
 import math
 import multiprocessing
@@ -42,6 +44,8 @@ from tqdm import tqdm
 from . import exercises
 
 Kind = Literal["implement", "predict", "interpret"]
+MAX_TIMEOUT = 86_400.0  # seconds per exercise: a day
+EXIT_GRACE = 5.0  # seconds a child that has answered gets to exit by itself before it is killed
 ROW_FIELDS = ("student", "notebook", "exercise", "kind", "points", "max_points", "status", "feedback")
 PLACEHOLDER = re.compile(r"\*\*Your answer:\*\*|\*\(double-click to write\)\*")
 NOT_GRADED_CELLS = {"colab-install", "exercise", "prediction", "check", "prediction-check"}
@@ -190,16 +194,33 @@ def read_submission(path: Path, keys: dict[str, Key]) -> tuple[Key, dict[str, st
 # --- running one answer in its own process -----------------------------------------------------------------------
 
 
-def _library_state() -> dict[str, dict[str, int]]:
-    """The identity of every object in every loaded smoothgrad_lib module (to see a student's redefinitions)."""
-    return {
-        name: {attribute: id(value) for attribute, value in vars(module).items()}
+WATCHED = ("torch", "torch.nn.functional", "torch.autograd", "numpy", "math", "builtins")  # beside smoothgrad_lib
+
+
+def _library_state() -> dict[str, dict[str, tuple[int, int]]]:
+    """The identity of every object, and of every function's code, in the library's loaded modules, in torch's
+    core modules and in ``torch.Tensor`` and ``nn.Module`` (to see a student's redefinitions)."""
+    import torch
+
+    spaces = {
+        name: vars(module)
         for name, module in list(sys.modules.items())
-        if name.startswith("smoothgrad_lib") and module is not None
+        if module is not None and (name.startswith("smoothgrad_lib") or name in WATCHED)
     }
+    spaces |= {"torch.Tensor": vars(torch.Tensor), "torch.nn.Module": vars(torch.nn.Module)}
+    state = {}
+    for name, space in spaces.items():
+        entries = {}
+        for attribute, value in list(space.items()):
+            entries[attribute] = (id(value), id(getattr(value, "__code__", None)))
+            if inspect.isclass(value) and name.startswith("smoothgrad_lib") and value.__module__ == name:
+                for member, function in vars(value).items():
+                    entries[f"{attribute}.{member}"] = (id(function), id(getattr(function, "__code__", None)))
+        state[name] = entries
+    return state
 
 
-def _changed(before: dict[str, dict[str, int]]) -> list[str]:
+def _changed(before: dict[str, dict[str, tuple[int, int]]]) -> list[str]:
     after = _library_state()
     return [
         f"{module}.{attribute}"
@@ -257,19 +278,20 @@ def _work(job: dict[str, Any], folder: str, connection: Connection) -> None:
         send({"status": "error", "line": f"your answer cell raised {_one_line(error)}"})
         return
     value = namespace.get(job["name"])
-    if job["kind"] == "predict":
-        plain = value if isinstance(value, (str, int, float, type(None))) and value == value else repr(value)
-        send({"value": plain})
-        return
     if not callable(value):
         send({"status": "error", "line": f"your answer cell does not define the function `{job['name']}`"})
         return
-    result = check(value, hidden=job["hidden"])
+    try:
+        result, crash = check(value, hidden=job["hidden"]), ""
+    except BaseException as error:  # noqa: BLE001 -- a tampered library may raise anything
+        result, crash = None, _one_line(error)
     changed = _changed(before)
     if changed:
-        send({"status": "error", "line": f"your code changes the library: {', '.join(changed[:3])}", "mistake": None})
-        return
-    send({"status": result.status, "line": result.line, "mistake": result.mistake})
+        send({"status": "error", "line": f"your code changes the library: {', '.join(changed[:3])}"})
+    elif result is None:
+        send({"status": "error", "line": f"the check could not run your answer: {crash}"})
+    else:
+        send({"status": result.status, "line": result.line, "mistake": result.mistake})
 
 
 def imported_modules(imports: str) -> list[str]:
@@ -307,13 +329,16 @@ def run_isolated(job: dict[str, Any], timeout: float, *, preload: Sequence[str] 
         send.close()
         try:
             if not receive.poll(timeout):
+                process.kill()
                 return {"status": "timeout", "line": f"no result within the time limit of {timeout:g} s"}
             return json.loads(receive.recv_bytes(maxlength=2**20))
         except (EOFError, OSError, ValueError):
             return {"status": "error", "line": "your code ended the grading process (exit, os._exit or a crash)"}
         finally:
-            process.kill()
-            process.join()
+            process.join(EXIT_GRACE)  # a child that has answered exits by itself, releasing what it holds
+            if process.is_alive():
+                process.kill()
+                process.join()
             receive.close()
 
 
@@ -325,6 +350,23 @@ def _prediction(exercise: Exercise, value: Any) -> exercises.CheckResult:
         low, high = exercise.answer
         return exercises.check_number(exercise.id, value, low, high, "")
     return exercises.check_choice(exercise.id, value, exercise.answer, exercise.options, "")
+
+
+def prediction(source: str, name: str) -> Any:
+    """The value a prediction cell assigns to ``name`` last, read without running it: a plain value (a string or
+    a number) is taken as it is, anything else is returned as its source text (which no option equals)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source.strip()
+    value = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = ast.unparse(node.value)
+    return value
 
 
 def _written(source: str) -> str:
@@ -353,6 +395,14 @@ def grade_submission(
         if not source.strip():
             rows.append(replace(row, feedback="no answer cell found"))
             continue
+        if exercise.kind == "predict":
+            result = _prediction(exercise, prediction(source, exercise.name))
+            rows.append(
+                replace(
+                    row, points=exercise.points if result.passed else 0.0, status=result.status, feedback=result.line
+                )
+            )
+            continue
         job = {
             "kind": exercise.kind,
             "id": exercise.id,
@@ -362,9 +412,6 @@ def grade_submission(
             "hidden": hidden,
         }
         outcome = run_isolated(job, timeout, preload=preload or imported_modules(key.imports))
-        if "value" in outcome:
-            result = _prediction(exercise, outcome["value"])
-            outcome = {"status": result.status, "line": result.line}
         points = exercise.points if outcome["status"] == "passed" else 0.0
         rows.append(replace(row, points=points, status=outcome["status"], feedback=outcome["line"]))
     return rows
@@ -389,8 +436,18 @@ def submissions(paths: Iterable[Path]) -> list[Path]:
 def grade(
     paths: Iterable[Path], keys: dict[str, Key], *, timeout: float = 60.0, hidden: int = 0, progress: bool = True
 ) -> list[Row]:
-    """Grade every submission (read all first, so that unreadable input stops before any long work)."""
-    read = [(path.stem, *read_submission(path, keys)) for path in submissions(paths)]
+    """Grade every submission. All are read first, so that unreadable input (every unreadable file, said in one
+    line) or two submissions with one id for one notebook stop the command before any long work."""
+    read, problems = [], []
+    for path in submissions(paths):
+        try:
+            read.append((path.stem, *read_submission(path, keys)))
+        except UnreadableSubmission as error:
+            problems.append(str(error))
+    ids = [(student, key.notebook) for student, key, _ in read]
+    problems += sorted({f"two submissions of {n} by {s!r}" for s, n in ids if ids.count((s, n)) > 1})
+    if problems:
+        raise UnreadableSubmission("; ".join(problems))
     preload = sorted({module for key in keys.values() for module in imported_modules(key.imports)})
     rows = []
     for student, key, answers in tqdm(read, desc="grading", unit="notebook", disable=not progress):
@@ -418,7 +475,7 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
             )
 
 
-def feedback_text(rows: Sequence[Row], key: Key, hidden: int) -> str:
+def feedback_text(rows: Sequence[Row], key: Key) -> str:
     """One student's feedback on one notebook, as Markdown: points, each check's message, the rubrics."""
     automatic = sum(row.points or 0.0 for row in rows)
     graded = sum(row.max_points for row in rows if row.kind != "interpret")
@@ -439,11 +496,10 @@ def feedback_text(rows: Sequence[Row], key: Key, hidden: int) -> str:
         else:
             lines.append(row.feedback or "(no message)")
         lines.append("")
-    lines.append(f"Graded with hidden cases drawn from seed {hidden} (`--seed {hidden}` reproduces this grading).")
     return "\n".join(lines) + "\n"
 
 
-def write_feedback(rows: Sequence[Row], keys: dict[str, Key], folder: Path, hidden: int) -> list[Path]:
+def write_feedback(rows: Sequence[Row], keys: dict[str, Key], folder: Path) -> list[Path]:
     """One Markdown file per student and notebook in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -453,7 +509,7 @@ def write_feedback(rows: Sequence[Row], keys: dict[str, Key], folder: Path, hidd
     for (student, notebook), group in groups.items():
         name = student if sum(s == student for s, _ in groups) == 1 else f"{student}-{notebook}"
         path = folder / f"{name}.md"
-        path.write_text(feedback_text(group, keys[notebook], hidden), encoding="utf-8")
+        path.write_text(feedback_text(group, keys[notebook]), encoding="utf-8")
         written.append(path)
     return written
 
@@ -475,8 +531,15 @@ def main(
 ) -> int:
     """The ``grade`` command: 0 once every submission is graded, 2 with one line for unreadable input."""
     hidden = random.SystemRandom().randrange(2**31) if seed is None else seed
-    if not math.isfinite(timeout) or timeout <= 0:
-        print(f"grade: --timeout must be a positive number of seconds, got {timeout}", file=sys.stderr)
+    problem = None
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        problem = f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT}], got {timeout}"
+    elif out.is_dir() or not out.parent.is_dir():
+        problem = f"--out {out}: " + ("is a directory" if out.is_dir() else f"its folder {out.parent} does not exist")
+    elif feedback is not None and feedback.exists() and not feedback.is_dir():
+        problem = f"--feedback {feedback}: not a folder"
+    if problem:
+        print(f"grade: {problem}", file=sys.stderr)
         return 2
     try:
         keys = answer_keys(key or default_key_folder())
@@ -486,7 +549,7 @@ def main(
         return 2
     write_csv(rows, out)
     if feedback is not None:
-        write_feedback(rows, keys, feedback, hidden)
+        write_feedback(rows, keys, feedback)
     students = len({row.student for row in rows})
     print(f"graded {students} submission(s), {len(rows)} rows -> {out} (hidden cases: --seed {hidden})")
     return 0

@@ -42,6 +42,16 @@ PAD_VALUE = 0.5  # mid-grey: close to the mean pixel the models normalise away
 # --fit crop warns when it keeps less than this fraction of the picture (a centre crop of a W:H photo keeps H/W).
 CROP_WARNING = 0.6
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+# EXIF orientation -> the transpose that makes the picture upright (as Pillow's ImageOps.exif_transpose does).
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _EIGHT_BIT = {"1": "black-and-white", "L": "greyscale", "LA": "greyscale with transparency", "P": "palette"}
 _EIGHT_BIT |= {"RGB": "RGB", "RGBA": "RGB with transparency", "PA": "palette with transparency"}
 _ORIENTATIONS = {
@@ -92,7 +102,8 @@ def load_image(name_or_path: str | Path, size: int | None = 224, fit: str = DEFA
             offline) or the path of an image file (JPEG, PNG, TIFF, ...).
             The EXIF orientation is applied; greyscale images are repeated
             over three channels; transparency is composited on white; 16-bit
-            images are divided by 65535 and float images taken as [0, 1].
+            images (greyscale, RGB and RGBA) are divided by 65535 and float
+            images taken as [0, 1].
         size: the side of the square result; None keeps the original size.
         fit: how a non-square image becomes ``size x size``: ``"crop"``
             (default: resize the shorter side to ``size``, antialiased, and
@@ -213,6 +224,7 @@ def _decode(name_or_path: str | Path) -> Picture:
                 stored = opened.size
                 orientation = opened.getexif().get(0x0112)
                 image = ImageOps.exif_transpose(opened)
+                deep = opened.format == "PNG" and _is_sixteen_bit_colour_png(path)
         except Image.DecompressionBombError as error:
             raise ValueError(f"could not read {str(path)!r}: its header claims too many pixels ({error})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
@@ -222,12 +234,52 @@ def _decode(name_or_path: str | Path) -> Picture:
                 f"turned upright by its EXIF orientation tag ({orientation}: {_ORIENTATIONS[orientation]}; "
                 f"stored as {stored[0]}x{stored[1]} px)"
             )
+        if deep:  # Pillow decodes 16-bit colour PNGs to 8 bits: read the file again at full depth
+            tensor, kind, scaling = _read_sixteen_bit_colour_png(path, orientation)
+            return _picture(tensor, source, kind, scaling, steps, [])
     tensor, kind, scaling, warnings = _to_tensor(image, source)
     if source in PHOTOS and not isinstance(name_or_path, Path):
         kind += " photo bundled with scikit-image"
+    return _picture(tensor, source, kind, scaling, steps, warnings)
+
+
+def _picture(
+    tensor: torch.Tensor, source: str, kind: str, scaling: str, steps: list[str], warnings: list[str]
+) -> Picture:
+    """The decoded image's record, with a warning when it is constant."""
     if tensor.numel() and bool(tensor.amax() == tensor.amin()):
         warnings.append(f"the image is constant (every value {float(tensor.flatten()[0]):.3g}): it has no contrast.")
-    return Picture(tensor, source, image.size, kind, scaling, tuple(steps), tuple(warnings))
+    size = (tensor.shape[2], tensor.shape[1])
+    return Picture(tensor, source, size, kind, scaling, tuple(steps), tuple(warnings))
+
+
+def _is_sixteen_bit_colour_png(path: Path) -> bool:
+    """Whether the PNG's header says 16 bits per sample of RGB or RGB with alpha (colour types 2 and 6)."""
+    with open(path, "rb") as file:
+        header = file.read(26)  # signature (8), IHDR length and name (8), width, height (8), bit depth, colour type
+    return len(header) == 26 and header[12:16] == b"IHDR" and header[24] == 16 and header[25] in (2, 6)
+
+
+def _read_sixteen_bit_colour_png(path: Path, orientation: int | None) -> tuple[torch.Tensor, str, str]:
+    """A 16-bit RGB(A) PNG at full depth (pypng; Pillow keeps 8 bits of it): (3, H, W) in [0, 1], upright by
+    ``orientation`` as Pillow's ``exif_transpose`` turns it, alpha composited on white; its kind and scaling."""
+    import png  # pypng, a pure-Python PNG codec
+
+    try:
+        width, height, rows, info = png.Reader(filename=str(path)).read()
+        values = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
+    except (png.Error, ValueError) as error:
+        raise ValueError(f"could not read {str(path)!r} as a 16-bit PNG: {error}") from None
+    method = _EXIF_TRANSPOSE.get(orientation)
+    if method is not None:  # the same turn as Pillow's, one channel at a time (Pillow has 16-bit greyscale only)
+        values = np.stack([np.asarray(Image.fromarray(c).transpose(method)) for c in np.moveaxis(values, 2, 0)], 2)
+    image = torch.from_numpy(values.astype(np.float32) / 65535).permute(2, 0, 1)
+    kind = "16-bit RGB"
+    if info["alpha"]:
+        image, alpha = image[:3], image[3:]
+        image = image * alpha + (1 - alpha)  # composited on white, as the 8-bit images are
+        kind += " with transparency (composited on white)"
+    return image.contiguous(), kind, "divided by 65535, the 16-bit maximum"
 
 
 def _to_tensor(image: Image.Image, source: str) -> tuple[torch.Tensor, str, str, list[str]]:

@@ -709,3 +709,40 @@ def explanation_function(
         return attribution.abs().amax(1, keepdim=True) if representation == "map" else attribution
 
     return explain_fn
+
+
+def explanation_functions(
+    maps: Mapping[str, tuple[str, Mapping[str, object], bool]],
+    model: nn.Module,
+    target: TargetType = None,
+    *,
+    seed: int = 0,
+    gradcam_layer: str = "",
+    sigma_from: torch.Tensor | None = None,
+    representation: Literal["attribution", "map"] = "attribution",
+) -> dict[str, Callable[..., torch.Tensor]]:
+    """``explanation_function`` for each of several maps, by label: ``maps`` is label -> (method, its options,
+    common noise), e.g. ``{"SG 15%, N=10": ("smoothgrad_abs_0.15", {"n_samples": 10, "aggregates": ("abs",)},
+    True)}``; every map gets the same ``seed``, ``gradcam_layer``, ``sigma_from`` and ``representation``.
+
+    Examples:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> explain = explanation_functions({"g": ("vanilla", {}, True)}, model, 0, representation="map")
+        >>> explain["g"](torch.ones(3, 1, 2, 2)).shape
+        torch.Size([3, 1, 2, 2])
+    """
+    return {
+        label: explanation_function(
+            method,
+            model,
+            target,
+            seed=seed,
+            common_noise=common,
+            gradcam_layer=gradcam_layer,
+            sigma_from=sigma_from,
+            representation=representation,
+            **options,
+        )
+        for label, (method, options, common) in maps.items()
+    }

@@ -14,6 +14,8 @@ a constant map scores exactly chance.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -164,6 +166,41 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -
     ranks = [sum(_tie_bounds(flat)).double() / 2 for flat in (flat_a, flat_b)]
     centred_a, centred_b = (r - r.mean(1, keepdim=True) for r in ranks)
     return (centred_a * centred_b).sum(1) / (centred_a.square().sum(1) * centred_b.square().sum(1)).sqrt()
+
+
+def ranking_agreement(
+    scores: Mapping[str, Mapping[str, float]], direction: Mapping[str, float] | None = None
+) -> torch.Tensor:
+    """Do the tests rank the methods alike? Spearman's correlation between every two tests' rankings: (T, T).
+
+    ``scores[test][method]`` is one summary score per method and test (a mean
+    over images, say); ``direction[test]`` is +1 where higher is better and -1
+    where lower is (None: +1 for every test), so that a correlation of 1 means
+    the same order from best to worst. Each pair of tests is compared over the
+    methods both score (``rank_correlation`` of the two score vectors, ties at
+    their average rank); the matrix is symmetric, in the order of ``scores``,
+    with 1 on the diagonal. NaN where one test gives every common method the
+    same score.
+
+    Examples:
+        >>> scores = {"AUC": {"a": 0.9, "b": 0.7, "c": 0.5}, "error": {"a": 0.1, "b": 0.2, "c": 0.4}}
+        >>> ranking_agreement(scores, {"AUC": 1, "error": -1})[0, 1].item()
+        1.0
+    """
+    tests = list(scores)
+    sign = {test: 1 for test in tests} if direction is None else direction
+    missing = [test for test in tests if test not in sign]
+    if missing:
+        raise ValueError(f"direction has no sign for {missing}: give +1 (higher is better) or -1 for every test.")
+    agreement = torch.ones(len(tests), len(tests), dtype=torch.float64)
+    for i, a in enumerate(tests):
+        for j, b in enumerate(tests[:i]):
+            common = [name for name in scores[a] if name in scores[b]]
+            if len(common) < 2:
+                raise ValueError(f"tests {a!r} and {b!r} score {len(common)} common method(s); a ranking needs 2.")
+            pair = torch.tensor([[sign[m] * scores[m][name] for name in common] for m in (a, b)], dtype=torch.float64)
+            agreement[i, j] = agreement[j, i] = rank_correlation(pair[:1], pair[1:])[0]
+    return agreement
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

@@ -16,7 +16,7 @@ are too narrow for a few images. The bootstraps resample with a numpy ``generato
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -335,3 +335,99 @@ def _paired_differences(a: torch.Tensor | np.ndarray | Sequence[float], b: torch
     if first.shape != second.shape:
         raise ValueError(f"paired values need the same images: shapes {first.shape} and {second.shape}.")
     return first - second
+
+
+def paired_summary(
+    a: torch.Tensor | np.ndarray | Sequence[float], b: torch.Tensor | np.ndarray | Sequence[float]
+) -> str:
+    """``paired_ci(a, b)`` as text, signed and at the precision of the two means (3 significant digits of the
+    larger): ``+0.005 [-0.000, +0.011] (n = 100, t)``.
+
+    Examples:
+        >>> paired_summary([1.0, 2.0, 3.5], [0.5, 1.5, 2.5])  # means 2.17 and 1.50: two decimals
+        '+0.67 [-0.05, +1.38] (n = 3, t)'
+    """
+    difference = paired_ci(a, b)
+    places = significant_decimals((float(np.mean(_as_array(a))), float(np.mean(_as_array(b)))))
+    low, high = difference.low, difference.high
+    return f"{difference.estimate:+.{places}f} [{low:+.{places}f}, {high:+.{places}f}] (n = {difference.n}, t)"
+
+
+def brief(interval: Interval) -> str:
+    """An interval as ``estimate [low, high]``, without its ``(n = ..., method)``: for a table that states n once.
+
+    Examples:
+        >>> brief(mean_ci([1.0, 2.0, 3.0]))
+        '2.00 [-0.48, 4.48]'
+    """
+    return str(interval).split(" (")[0]
+
+
+class Contrast(NamedTuple):
+    """One contrast of a declared family (``contrast_family``).
+
+    Attributes:
+        interval: the mean paired difference ``a - b`` with its Student-t interval (``paired_ci``).
+        p: the paired t-test's two-sided p-value (``paired_test``), unadjusted.
+        adjusted: Holm's adjusted p-value over the whole family (``holm``).
+    """
+
+    interval: Interval
+    p: float
+    adjusted: float
+
+    def outcome(self, alpha: float = 0.05) -> int:
+        """+1 if the adjusted p-value is below ``alpha`` and the difference positive, -1 if negative, else 0."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
+        if self.adjusted >= alpha:
+            return 0
+        return (self.interval.estimate > 0) - (self.interval.estimate < 0)
+
+
+def contrast_family(
+    pairs: Mapping[
+        Hashable, tuple[torch.Tensor | np.ndarray | Sequence[float], torch.Tensor | np.ndarray | Sequence[float]]
+    ],
+    level: float = 0.95,
+) -> dict[Hashable, Contrast]:
+    """A family of primary contrasts, declared in advance: each one's paired t-interval and p, adjusted by Holm.
+
+    For every ``key: (a, b)`` of ``pairs``, ``a`` and ``b`` (n,) are the scores of two maps on the same images
+    (or seeds), oriented by the caller so that a positive ``a - b`` means "better". Each contrast gets
+    ``paired_ci(a, b, level)`` (Student t), the p-value of ``paired_test(a, b)`` (which is below ``1 - level``
+    exactly when that interval excludes 0) and Holm's adjusted p-value over all of ``pairs`` (``holm``), so that
+    rejecting where ``adjusted < alpha`` keeps the family-wise error rate at most ``alpha``. The contrasts may
+    be over different numbers of images.
+
+    Args:
+        pairs: contrast key (anything hashable, e.g. ``(test, map, reference)``) -> ``(a, b)``.
+        level: the confidence level of the unadjusted intervals.
+
+    Returns:
+        key -> ``Contrast(interval, p, adjusted)``, in the order of ``pairs``.
+
+    Examples:
+        >>> a, b = [0.9, 0.8, 0.7, 0.9], [0.5, 0.6, 0.4, 0.5]
+        >>> family = contrast_family({"test 1": (a, b), "test 2": (b, b)})
+        >>> print(family["test 1"].interval)
+        0.325 [0.173, 0.477] (n = 4, t)
+        >>> [round(c.adjusted, 4) for c in family.values()], [c.outcome() for c in family.values()]
+        ([0.0131, 1.0], [1, 0])
+    """
+    if not pairs:
+        raise ValueError("a family needs at least one contrast.")
+    intervals = {key: paired_ci(a, b, level) for key, (a, b) in pairs.items()}
+    p_values = {key: float(paired_test(a, b)) for key, (a, b) in pairs.items()}
+    adjusted = holm(list(p_values.values()))
+    return {key: Contrast(intervals[key], p_values[key], float(q)) for key, q in zip(pairs, adjusted, strict=True)}
+
+
+def format_p(p: float) -> str:
+    """A p-value as the report prints it: two significant digits, and ``<1e-4`` below 1e-4.
+
+    Examples:
+        >>> format_p(0.01234), format_p(1.0), format_p(3e-7)
+        ('0.012', '1', '<1e-4')
+    """
+    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"

@@ -34,6 +34,27 @@ def test_readme_gives_each_notebooks_run_time_on_a_2_core_cpu():
     text = " ".join(sentence.group(0).split())
     for stem, notebook in NOTEBOOKS.items():
         assert f"{stem[:2]} {notebook.run_time}" in text, (stem, notebook.run_time, text)
+    seconds = [str(notebook.wall_seconds) for notebook in NOTEBOOKS.values()]
+    assert f"{', '.join(seconds[:-1])} and {seconds[-1]} s" in text, (
+        "README: the measured seconds differ from NOTEBOOKS"
+    )
+    total = sum(notebook.wall_seconds for notebook in NOTEBOOKS.values())
+    costs = " ".join(re.search(r"\| `make report` \|.*", README).group(0).split())
+    assert (
+        f"about {round(total / 60)} minutes: the six notebooks, one after another ({' + '.join(seconds)} = {total} s)"
+        in costs
+    )
+    count = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][len(NOTEBOOKS)]
+    assert f"{count.capitalize()} Jupyter notebooks" in README
+
+
+def test_each_notebooks_opening_box_gives_the_run_time_of_the_index():
+    """The "Runs in" row of each notebook's opening box starts with what NOTEBOOKS says (the index and README too)."""
+    for stem, notebook in NOTEBOOKS.items():
+        cells = nbformat.read(ROOT / "report" / f"{stem}.ipynb", as_version=4).cells
+        rows = [line for cell in cells[:4] for line in cell.source.splitlines() if line.startswith("| **Runs in** |")]
+        assert len(rows) == 1, f"{stem}: no 'Runs in' row in the opening box"
+        assert rows[0].startswith(notebook.runs_in), f"{stem}: {rows[0]!r} is not NOTEBOOKS's {notebook.runs_in!r}"
 
 
 def test_readme_install_line_is_the_projects_repository():

@@ -112,7 +112,7 @@ WRONG = {
         ("def my_gradient(model, x, target):\n    return x[0]\n", "of shape (2, 3, 4, 4), got (3, 4, 4)"),
         (
             "def my_gradient(model, x, target):\n    return vanilla_gradient(model, x, target)\n",
-            "library's `vanilla_gradient`",
+            "calls `vanilla_gradient`",
         ),
     ],
     "my_smoothgrad": [
@@ -235,7 +235,7 @@ WRONG = {
             def my_max_sensitivity(explain_fn, x, radius, n_samples, generator):
                 return max_sensitivity(explain_fn, x, radius, n_samples, generator=generator)
             """,
-            "library's `max_sensitivity`",
+            "calls `max_sensitivity`",
         ),
     ],
 }
@@ -355,7 +355,7 @@ def test_a_correct_answer_written_differently_passes_public_and_hidden_cases(fun
 
 # Each prediction's measured answer, and other ways of stating it, that nothing may say before its measuring cell.
 GIVE_AWAYS = {
-    "1.2": ("about the same", "no smoother", "not smoother"),
+    "1.2": ("rougher", "slightly rougher", "less smooth"),
     "2.2": ("below 0.5", "0.271"),
     "3.2": ("0.56", "0.35", "0.78"),
     "4.2": ("none or almost none", "none of 62", "none of the 62", "0 of 62", "better in none"),

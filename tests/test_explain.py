@@ -509,6 +509,7 @@ def test_one_full_help_from_both_entry_points(capsys, monkeypatch):
         "resnet18, resnet50, vgg16 download their ImageNet weights on first use",
         "Non-square images: --fit crop (the default)",
         "(default: crop)",
+        "16-bit ones (greyscale, RGB or RGBA, at their full depth) by 65535",
         "scaled so its 99th percentile is 1 and clipped above, as in the report's notebooks",
     ):
         assert wanted in flat, wanted

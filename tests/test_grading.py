@@ -112,7 +112,7 @@ CORPUS = {
     "library-gradient": (
         "01",
         {"1.1": "def my_gradient(model, x, target):\n    return vanilla_gradient(model, x, target)"},
-        {"1.1": ("failed", 0, "calls the library's `vanilla_gradient`")},
+        {"1.1": ("failed", 0, "calls `vanilla_gradient`")},
     ),
     "library-smoothgrad": (
         "02",
@@ -123,7 +123,7 @@ CORPUS = {
                                   generator=generator)
             """
         },
-        {"2.1": ("failed", 0, "calls the library's `smoothgrad`")},
+        {"2.1": ("failed", 0, "calls `smoothgrad`")},
     ),
     "fake-pass": (
         "02",
@@ -154,6 +154,48 @@ CORPUS = {
         },
         {"2.1": ("error", 0, "changes the library")},
     ),
+    "code-swap": (
+        "02",
+        {
+            "2.1": """
+            import smoothgrad_lib.exercises as grader
+
+            def passed(exercise, properties):
+                return grader.CheckResult(exercise, "passed", f"Exercise {exercise}: all 9 checks pass.")
+
+            grader._result.__code__ = passed.__code__  # the same function object, other code
+
+            def my_smoothgrad(model, x, target, sigma, n_samples, generator):
+                return torch.zeros_like(x)
+            """
+        },
+        {"2.1": ("error", 0, "changes the library")},
+    ),
+    "torch-patch": (
+        "01",
+        {
+            "1.1": """
+            torch.Tensor.norm = lambda self, *args, **kwargs: torch.zeros(())
+
+            def my_gradient(model, x, target):
+                return torch.ones_like(x)
+            """
+        },
+        {"1.1": ("error", 0, "torch.Tensor.norm")},
+    ),
+    "reads-the-key": (
+        "02",
+        {
+            "2.2": """
+            import json, pathlib, smoothgrad_lib
+            key = pathlib.Path(smoothgrad_lib.__file__).resolve().parents[1] / "report" / "02-smoothgrad.ipynb"
+            prediction_2_2 = next(c["metadata"]["exercise"]["answer"] for c in json.loads(key.read_text())["cells"]
+                                  if c["metadata"].get("exercise", {}).get("id") == "2.2")
+            """
+        },
+        {"2.2": ("failed", 0, "is not one of the options")},
+    ),
+    "padded-prediction": ("02", {"2.2": 'prediction_2_2 = "below 0.5 "'}, {"2.2": ("passed", 1, None)}),
     "infinite-loop": (
         "02",
         {
@@ -265,7 +307,7 @@ def test_written_answers_are_manual_rows_with_their_text_and_the_rubric_maximum(
     assert rows["unanswered", "2.3"]["status"] == "not answered"
     text = (feedback / "teacher-02.md").read_text(encoding="utf-8")
     assert "**6 of 6 points** from the checks" in text and "Rubric:" in text
-    assert "--seed 2024" in text
+    assert "2024" not in text  # the hidden cases' seed is the teacher's
 
 
 def test_a_submission_that_lost_its_metadata_is_matched_by_content(tmp_path):
@@ -281,15 +323,39 @@ def _write(notebook: nbformat.NotebookNode, path: Path) -> Path:
     return path
 
 
-def test_unreadable_input_exits_2_with_one_line(tmp_path, capsys):
+def test_unreadable_input_exits_2_with_one_line_before_any_grading(tmp_path, capsys):
     text = tmp_path / "essay.ipynb"
     text.write_text("not a notebook")
-    empty = nbformat.v4.new_notebook()
-    for path in (tmp_path / "missing.ipynb", text, _write(empty, tmp_path / "empty.ipynb")):
-        assert main(["grade", str(path), "--out", str(tmp_path / "g.csv"), "--no-progress"]) == 2
+    empty = _write(nbformat.v4.new_notebook(), tmp_path / "empty.ipynb")
+    good = _write(submission("01", {}), tmp_path / "s1.ipynb")
+    (tmp_path / "again").mkdir()
+    twice = _write(submission("01", {}), tmp_path / "again" / "s1.ipynb")
+    out = str(tmp_path / "g.csv")
+    cases = {
+        "not found": [str(tmp_path / "missing.ipynb")],
+        "not a notebook": [str(text)],
+        "holds none of the exercises": [str(empty)],
+        "two submissions of 01-vanilla-gradient by 's1'": [str(good), str(twice)],
+    }
+    for expected, paths in cases.items():
+        assert main(["grade", *paths, "--out", out, "--no-progress"]) == 2
         message = capsys.readouterr().err
-        assert message.startswith("grade: ") and message.count("\n") == 1, message
+        assert message.startswith("grade: ") and message.count("\n") == 1 and expected in message, message
+    assert main(["grade", str(text), str(empty), "--out", out, "--no-progress"]) == 2
+    both = capsys.readouterr().err
+    assert "essay.ipynb" in both and "empty.ipynb" in both  # every unreadable file, in the one line
+    for options in (["--timeout", "1e9"], ["--timeout", "0"], ["--out", str(tmp_path / "no" / "g.csv")],
+                    ["--out", str(tmp_path)]):  # fmt: skip
+        assert main(["grade", str(good), "--out", out, *options, "--no-progress"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "g.csv").exists()
+
+
+def test_a_prediction_is_read_without_running_its_cell():
+    assert grading.prediction('prediction_1_2 = None  # "a" or "b"\nprediction_1_2 = "b"', "prediction_1_2") == "b"
+    assert grading.prediction("prediction_3_2 = -0.5", "prediction_3_2") == -0.5
+    assert grading.prediction("prediction_3_2 = open('key').read()", "prediction_3_2") == "open('key').read()"
+    assert grading.prediction("prediction_3_2 = ", "prediction_3_2") == "prediction_3_2 ="
 
 
 def test_every_exercise_declares_points_and_each_notebook_states_its_total():

@@ -185,3 +185,59 @@ def test_bad_fit_or_size():
         load_image("chelsea", fit="zoom")
     with pytest.raises(ValueError, match="size must be a positive int or None, got 0"):
         read_image("chelsea", size=0)
+
+
+def _sixteen_bit_png(path, values: np.ndarray, orientation: int | None = None) -> None:
+    """Write (H, W, 3 or 4) uint16 as a 16-bit RGB(A) PNG (pypng: Pillow cannot write one), with an EXIF
+    orientation tag in an eXIf chunk if given."""
+    import png
+
+    height, width, planes = values.shape
+    writer = png.Writer(width, height, bitdepth=16, greyscale=False, alpha=planes == 4)
+    with open(path, "wb") as file:
+        writer.write(file, values.reshape(height, width * planes).tolist())
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        chunks = list(png.Reader(filename=str(path)).chunks())
+        chunks.insert(1, (b"eXIf", exif.tobytes()[6:]))  # without Pillow's "Exif\0\0" prefix
+        with open(path, "wb") as file:
+            png.write_chunks(file, chunks)
+
+
+def test_sixteen_bit_rgb_png_is_read_at_full_depth_and_said_to_be(tmp_path):
+    """Pillow opens a 16-bit RGB PNG as 8-bit RGB: values that differ only in their low byte must stay apart."""
+    rng = np.random.default_rng(0)
+    high = rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint16) << 8
+    values = high | rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint16)
+    path = tmp_path / "deep-rgb.png"
+    _sixteen_bit_png(path, values)
+    assert Image.open(path).mode == "RGB"  # what Pillow alone would give: 8 bits
+
+    picture = read_image(path, size=None)
+    assert torch.equal(picture.tensor, torch.from_numpy(values.astype(np.float32) / 65535).permute(2, 0, 1))
+    assert not torch.equal(picture.tensor, torch.from_numpy(high.astype(np.float32) / 65535).permute(2, 0, 1))
+    assert picture.size == (30, 20) and picture.kind == "16-bit RGB"
+    assert "(30x20 px, 16-bit RGB; divided by 65535, the 16-bit maximum)" in picture.describe()
+    assert read_image(path, size=8).tensor.shape == (3, 8, 8)
+
+
+def test_sixteen_bit_rgba_png_is_composited_on_white_and_turned_upright(tmp_path):
+    values = np.zeros((4, 6, 4), dtype=np.uint16)
+    values[..., 0] = 65535  # red
+    values[..., 3] = 65535  # opaque ...
+    values[0, :, 3] = 0  # ... but the top row, transparent
+    values[1, 0, :3], values[1, 0, 3] = 1, 65535  # one nearly black opaque pixel, distinguishable only at 16 bits
+    path = tmp_path / "deep-rgba.png"
+    _sixteen_bit_png(path, values, orientation=6)  # stored sideways: the viewer turns it 90° clockwise
+
+    picture = read_image(path, size=None)
+    assert picture.kind == "16-bit RGB with transparency (composited on white)"
+    assert picture.size == (4, 6), "turned upright: 4 wide, 6 high"
+    upright = np.rot90(values, k=-1)  # 90° clockwise, as the viewer shows it
+    alpha = upright[..., 3:].astype(np.float64) / 65535
+    expected = upright[..., :3] / 65535 * alpha + (1 - alpha)
+    assert np.allclose(picture.tensor.permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    assert torch.all(picture.tensor[:, :, -1] == 1), "the transparent row, now the right column, is white"
+    assert float(picture.tensor[0, 0, -2]) == pytest.approx(1 / 65535, rel=1e-6)
+    assert picture.steps == ("turned upright by its EXIF orientation tag (6: rotated 90° clockwise; stored as 6x4 px)",)

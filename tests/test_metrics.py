@@ -14,6 +14,7 @@ from smoothgrad_lib.metrics import (
     neighbour_difference,
     pointing_game,
     rank_correlation,
+    ranking_agreement,
     relevance_mass,
     relevance_rank,
     spatial_autocorrelation,
@@ -233,3 +234,25 @@ def test_spatial_autocorrelation_is_zero_on_white_noise_and_ignores_offset_and_s
     torch.testing.assert_close(spatial_autocorrelation(ramp), torch.ones(1))
     with pytest.raises(ValueError, match="B, H, W"):
         spatial_autocorrelation(white[0])
+
+
+def test_ranking_agreement_is_spearman_between_the_tests_rankings_over_their_common_methods():
+    scores = {
+        "AUC": {"a": 0.9, "b": 0.8, "c": 0.6, "d": 0.5},
+        "error": {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4},  # lower is better: the same order as AUC
+        "curve": {"b": 0.3, "a": 0.2, "d": 0.1},  # scores three of the four, in another order
+    }
+    agreement = ranking_agreement(scores, {"AUC": 1, "error": -1, "curve": 1})
+    assert agreement.dtype == torch.float64 and agreement.shape == (3, 3)
+    assert torch.equal(agreement, agreement.T) and torch.equal(agreement.diagonal(), torch.ones(3, dtype=torch.float64))
+    assert agreement[0, 1] == 1.0
+    expected = rank_correlation(torch.tensor([[0.9, 0.8, 0.5]]), torch.tensor([[0.2, 0.3, 0.1]]))[0]
+    assert agreement[2, 0] == pytest.approx(float(expected)) and agreement[2, 0] == 0.5
+    assert ranking_agreement(scores)[0, 1] == -1.0  # without directions, higher is better everywhere
+
+
+def test_ranking_agreement_rejects_missing_signs_and_too_few_common_methods():
+    with pytest.raises(ValueError, match="direction"):
+        ranking_agreement({"a": {"x": 1.0, "y": 2.0}, "b": {"x": 1.0, "y": 2.0}}, {"a": 1})
+    with pytest.raises(ValueError, match="common"):
+        ranking_agreement({"a": {"x": 1.0, "y": 2.0}, "b": {"x": 1.0, "z": 2.0}})

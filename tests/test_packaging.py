@@ -21,22 +21,23 @@ NOTEBOOKS = sorted((ROOT / "report").glob("*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda's name for the PyPI package
 
 
-def _requirement(text: str) -> tuple[str, str]:
-    name, bound = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", text).groups()
-    return CONDA_NAMES.get(name, name).lower().replace("_", "-"), bound.replace(" ", "")
-
-
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = dict(_requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
-    conda = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+def _conda_environment() -> dict[str, str]:
+    """environment.yml's packages (PyPI names) and their version specifiers, conda's and pip's alike."""
     listed = {}
-    for entry in conda:
+    for entry in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]:
         for item in entry["pip"] if isinstance(entry, dict) else [entry]:
             if item not in ("pip", "-e .") and not item.startswith("python"):
-                name, bound = _requirement(item)
-                listed[name] = bound
-    assert listed == expected
+                name, bound = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", item).groups()
+                listed[canonicalize_name(CONDA_NAMES.get(name, name))] = bound.replace(" ", "")
+    return listed
+
+
+def test_environment_yml_pins_what_the_lock_pins_for_the_packages_of_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    direct |= {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    pins = {canonicalize_name(r.name): str(r.specifier) for r in _lock()}
+    assert _conda_environment() == {name: pins[name] for name in direct}
 
 
 def _lock() -> list[Requirement]:
@@ -58,6 +59,25 @@ def test_lock_is_universal_and_says_how_to_regenerate_it():
         assert by_name[name].marker is not None, f"{name} is pinned for every platform"
         darwin = {"sys_platform": "darwin", "platform_machine": "arm64", "os_name": "posix"}
         assert not by_name[name].marker.evaluate(darwin), f"{name} would install on macOS"
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_with_an_empty_venv_uses_the_environment_it_is_given_and_builds_no_venv():
+    """The conda path: `make test VENV=` (a dry run: the real one is the whole suite) and its environment check, which
+    stops an environment that lacks the packages (.ci/run checks that the project's own environment passes it)."""
+    dry = _make("-n", "test", "report", "VENV=", f"PY={sys.executable}")
+    assert dry.returncode == 0, dry.stderr
+    assert "-m venv" not in dry.stdout and "pip install" not in dry.stdout and ".installed" not in dry.stdout
+    assert f"{sys.executable} -m pytest" in dry.stdout and f"{sys.executable} tools/build_report.py" in dry.stdout
+    assert "warning" not in dry.stderr.lower(), dry.stderr
+    default = _make("-n", "test", "PYTHON=python3")
+    assert ".venv/bin/python -m pytest" in default.stdout, default.stdout
+    bare = _make("in-place", "VENV=", "PY=" + str(ROOT / "no-such-python"))
+    assert bare.returncode != 0 and "conda env create -f environment.yml" in bare.stdout
 
 
 def test_python_floor_is_the_same_everywhere_and_admits_colab():
@@ -206,7 +226,7 @@ def test_build_report_strips_volatile_metadata_and_nothing_else(tmp_path):
     assert "stripped" in subprocess.run(tool, check=True, capture_output=True, text=True).stdout
     stripped = json.loads(path.read_text())
     assert "widgets" not in stripped["metadata"]
-    assert all(set(cell["metadata"]) <= {"tags"} for cell in stripped["cells"])
+    assert all(set(cell["metadata"]) <= {"tags", "exercise"} for cell in stripped["cells"])
     original = json.loads(NOTEBOOKS[0].read_text())
     for cell in [*original["cells"], *stripped["cells"]]:
         cell["metadata"].pop("execution", None)
@@ -218,3 +238,57 @@ def test_package_version_is_pyprojects():
     import smoothgrad_lib
 
     assert smoothgrad_lib.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _small_notebook(printed: list[str], timing: str) -> nbformat.NotebookNode:
+    """Three code cells as a kernel leaves them: a printout split where it flushed, a figure, a timing cell."""
+    v4 = nbformat.v4
+    stream = [v4.new_output("stream", name="stdout", text=text) for text in printed]
+    return v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell("# A notebook"),
+            v4.new_code_cell("print(a)\nprint(b)", execution_count=1, outputs=stream),
+            v4.new_code_cell(
+                "plot()",
+                execution_count=2,
+                outputs=[
+                    v4.new_output("stream", name="stderr", text="warning\n"),
+                    v4.new_output("display_data", data={"text/plain": "<Figure>"}),
+                    v4.new_output("stream", name="stdout", text="after\n"),
+                    v4.new_output("stream", name="stdout", text="the figure\n"),
+                ],
+            ),
+            v4.new_code_cell(
+                "# NBVAL_IGNORE_OUTPUT\nprint(seconds)",
+                execution_count=3,
+                outputs=[v4.new_output("stream", name="stdout", text=timing)],
+            ),
+        ]
+    )
+
+
+def test_report_builder_merges_split_printouts_and_keeps_a_file_whose_results_did_not_change(tmp_path):
+    from tools import build_report
+
+    merged = build_report.merge_streams(_small_notebook(["0.1", "25\n", "0.3\n"], "12.0 s\n"))
+    assert [o.text for o in merged.cells[1].outputs] == ["0.125\n0.3\n"]
+    assert [(o.output_type, o.get("text")) for o in merged.cells[2].outputs] == [
+        ("stream", "warning\n"),
+        ("display_data", None),
+        ("stream", "after\nthe figure\n"),
+    ], "only consecutive outputs of one stream merge"
+
+    path = tmp_path / "report.ipynb"
+    nbformat.write(_small_notebook(["0.125\n", "0.3\n"], "12.0 s\n"), path)  # as committed: split elsewhere
+    before = path.read_bytes()
+    rerun = _small_notebook(["0.1", "25\n0.3\n"], "14.5 s\n")
+    rerun.cells[1].metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00Z"}
+    assert not build_report.save(rerun, path), "same numbers, another split and another timing: not rewritten"
+    assert path.read_bytes() == before
+
+    changed = _small_notebook(["0.125\n", "0.4\n"], "14.5 s\n")
+    assert build_report.save(changed, path), "a changed number rewrites the file"
+    saved = nbformat.read(path, as_version=4)
+    assert [o.text for o in saved.cells[1].outputs] == ["0.125\n0.4\n"] and saved.cells[3].outputs[0].text == "14.5 s\n"
+    assert all("execution" not in cell.metadata for cell in saved.cells)
+    assert not build_report.save(_small_notebook(["0.125\n0.4\n"], "9 s\n"), path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from smoothgrad_lib import smoothgrad, vanilla_gradient
+from smoothgrad_lib import smoothgrad, smoothgrad_estimate, vanilla_gradient
 from smoothgrad_lib import smoothing as sm
 
 
@@ -107,3 +107,64 @@ def test_best_beta_picks_the_largest_cosine(seeded):
     cosines = sm.softplus_cosines(model, x, 0, reference=target, betas=betas)
     beta, best = sm.best_beta(cosines, betas)
     assert beta.tolist() == [3.0, 3.0] and torch.allclose(best, torch.ones(2, dtype=best.dtype))
+
+
+def test_stein_against_smoothgrad_is_the_two_estimators_compared_element_by_element(seeded):
+    model, x = relu_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(20))
+    generators = [seeded(22 + r) for r in range(3)]
+    result = sm.stein_against_smoothgrad(
+        model,
+        x,
+        1,
+        smoothgrad_samples=40,
+        stein_samples=60,
+        runs=3,
+        sigma=0.3,
+        generator=seeded(21),
+        stein_generators=generators,
+    )
+    sg = smoothgrad_estimate(model, x, 1, n_samples=40, aggregate="raw", sigma=0.3, generator=seeded(21))
+    runs = [sm.stein_gradient(model, x, 1, n_samples=60, sigma=0.3, generator=seeded(22 + r)) for r in range(3)]
+    assert torch.equal(result.smoothgrad.mean, sg.mean) and torch.equal(result.smoothgrad.stderr, sg.stderr)
+    pooled = torch.stack([r.mean for r in runs]).mean(0)
+    pooled_err = torch.stack([r.stderr for r in runs]).square().mean(0).div(3).sqrt()
+    assert torch.equal(result.stein.mean, pooled) and torch.equal(result.stein.stderr, pooled_err)
+    assert result.stein.n_samples.tolist() == [180, 180]
+    z2 = ((pooled - sg.mean) ** 2 / (pooled_err**2 + sg.stderr**2)).flatten(1).mean(1)
+    assert torch.allclose(result.z2, z2)
+    unit = sg.mean.flatten(1) / sg.mean.flatten(1).norm(dim=1, keepdim=True)
+    for r, run in enumerate(runs):
+        along = (run.mean.flatten(1) * unit).sum(1) / sg.mean.flatten(1).norm(dim=1)
+        assert torch.allclose(result.along[r], along)
+    assert result.along.shape == (3, 2) and torch.allclose(result.along_mean, result.along.mean(0))
+    assert torch.allclose(result.along_stderr, result.along.std(0) / 3**0.5)
+    ratio = pooled_err.flatten(1).square().sum(1) * 3 * 60 / (sg.stderr.flatten(1).square().sum(1) * 40)
+    assert torch.allclose(result.samples_ratio, ratio)
+
+
+def test_stein_against_smoothgrad_agrees_on_a_quadratic_and_stein_costs_far_more_samples(quadratic_model, seeded):
+    """Both estimate 2 a x + b: z^2 near 1 over many elements, the component along SmoothGrad near 1."""
+    model, x = quadratic_model(1, shape=(3, 8, 8), linear_seed=2), torch.rand(1, 3, 8, 8, generator=seeded(30))
+    result = sm.stein_against_smoothgrad(
+        model,
+        x,
+        0,
+        smoothgrad_samples=64,
+        stein_samples=2000,
+        runs=4,
+        sigma=0.1,
+        generator=seeded(31),
+        stein_generators=[seeded(32 + r) for r in range(4)],
+    )
+    assert 0.7 < float(result.z2[0]) < 1.3
+    assert abs(float(result.along_mean[0]) - 1) < 4 * float(result.along_stderr[0]) + 0.05
+    assert float(result.samples_ratio[0]) > 10
+
+
+def test_stein_against_smoothgrad_rejects_a_single_image_and_mismatched_generators(seeded):
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        sm.stein_against_smoothgrad(relu_cnn(), torch.rand(3, 4, 4), 0, sigma=0.1)
+    with pytest.raises(ValueError, match="one generator per run"):
+        sm.stein_against_smoothgrad(relu_cnn(), torch.rand(1, 3, 4, 4), 0, sigma=0.1, stein_generators=[seeded(1)])
+    with pytest.raises(ValueError, match="runs"):
+        sm.stein_against_smoothgrad(relu_cnn(), torch.rand(1, 3, 4, 4), 0, sigma=0.1, runs=1)

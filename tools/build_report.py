@@ -11,14 +11,19 @@ build/report/ works without a network connection. Every page has links to the in
 notebook; links between notebooks (``02-smoothgrad.ipynb#section`` in the markdown, which works on GitHub and Colab)
 point at the rendered pages and their headings. A page opens with the notebook's title: the Colab install cell
 shows as a one-line note, and cells that print the machine's details (``# NBVAL_IGNORE_OUTPUT``: timings, versions)
-are left out. Executed notebooks are saved without volatile metadata (per-cell
-execution timestamps and the like), so re-executing an unchanged notebook leaves its file unchanged apart from real
-output.
+are left out.
+
+Executed notebooks are saved without volatile metadata (per-cell execution timestamps and the like) and with each
+cell's consecutive stream outputs merged (the kernel splits a cell's printout where it happens to flush). A notebook
+whose results came out the same as its file's (every cell's source and outputs, after that merge, apart from the
+outputs of the machine's cells: timings, versions) is not rewritten, so `make report` on an unchanged library leaves
+`git status` clean; one whose results changed is written whole, with this run's timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import html
 import os
@@ -53,7 +58,8 @@ VOLATILE_NOTEBOOK_METADATA = ("widgets", "papermill")
 
 @dataclasses.dataclass(frozen=True)
 class Notebook:
-    """What the index page and the README's reading-order table say about a notebook (a test keeps them equal)."""
+    """What the index page, the README's reading-order table and run times, and the notebook's opening box say about
+    a notebook: the one source of each (tests/test_docs.py keeps the others equal to it)."""
 
     title: str
     shows: str
@@ -61,9 +67,18 @@ class Notebook:
 
     @property
     def run_time(self) -> str:
+        """``wall_seconds`` in words, to the half minute: what the README, the index and the opening box say."""
         if not self.wall_seconds:
             return "not measured"
-        return "under a minute" if self.wall_seconds < 60 else f"about {round(self.wall_seconds / 60)} min"
+        if self.wall_seconds < 60:
+            return "under a minute"
+        whole, half = divmod(round(self.wall_seconds / 30), 2)
+        return f"about {whole}{'½' if half else ''} minutes"
+
+    @property
+    def runs_in(self) -> str:
+        """How the notebook's opening box begins its "Runs in" row (the rest of the row is the notebook's own)."""
+        return f"| **Runs in** | {self.run_time} on two CPU cores ({self.wall_seconds} s)"
 
 
 NOTEBOOKS = {
@@ -181,9 +196,57 @@ def strip_volatile(notebook: nbformat.NotebookNode) -> bool:
     return bool(found)
 
 
-def execute(path: Path, timeout: int) -> float:
-    """Run every cell of ``path`` top to bottom in a fresh kernel and save it with its outputs, without volatile
-    metadata."""
+def merge_streams(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Merge each code cell's consecutive stream outputs of the same name (stdout, stderr) into one, in place; returns
+    ``notebook``. The text is unchanged: only where the kernel happened to flush it is."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        merged: list = []
+        for output in cell.outputs:
+            if (
+                output.output_type == "stream"
+                and merged
+                and merged[-1].output_type == "stream"
+                and merged[-1].name == output.name
+            ):
+                merged[-1].text += output.text
+            else:
+                merged.append(output)
+        cell.outputs = merged
+    return notebook
+
+
+def is_machines(cell: nbformat.NotebookNode) -> bool:
+    """A code cell whose output is the machine's, not the notebook's (``MACHINE_MARK``)."""
+    return cell.cell_type == "code" and cell.source.startswith(MACHINE_MARK)
+
+
+def results(notebook: nbformat.NotebookNode) -> list:
+    """What a re-run must reproduce for the file to stay as it is: each cell's type, source, tags and (apart from the
+    machine's cells) outputs, with streams merged and without volatile metadata."""
+    notebook = merge_streams(nbformat.from_dict(copy.deepcopy(notebook)))
+    strip_volatile(notebook)
+    return [
+        (cell.cell_type, cell.source, cell.metadata, cell.get("execution_count"))
+        + ((None,) if is_machines(cell) else (cell.get("outputs"),))
+        for cell in notebook.cells
+    ]
+
+
+def save(notebook: nbformat.NotebookNode, path: Path) -> bool:
+    """Write the executed ``notebook`` to ``path`` without volatile metadata and with streams merged, unless the
+    file there holds the same ``results``; returns whether it wrote."""
+    strip_volatile(merge_streams(notebook))
+    if path.exists() and results(nbformat.read(path, as_version=4)) == results(notebook):
+        return False
+    nbformat.write(notebook, path)
+    return True
+
+
+def execute(path: Path, timeout: int) -> tuple[float, bool]:
+    """Run every cell of ``path`` top to bottom in a fresh kernel and ``save`` it: seconds taken, whether the file
+    was rewritten."""
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     client = NotebookClient(
@@ -194,9 +257,7 @@ def execute(path: Path, timeout: int) -> float:
         resources={"metadata": {"path": str(REPORT)}},
     )
     client.execute()
-    strip_volatile(notebook)
-    nbformat.write(notebook, path)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, save(notebook, path)
 
 
 def strip(path: Path) -> bool:
@@ -230,7 +291,7 @@ def for_reading(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.source = f"[Open this notebook in Google Colab]({link.group(1)})" if link else ""
         elif INSTALL_TAG in tags:
             cell = nbformat.v4.new_markdown_cell(INSTALL_NOTE)
-        elif cell.cell_type == "code" and cell.source.startswith(MACHINE_MARK):
+        elif is_machines(cell):
             continue
         elif cell.cell_type == "markdown" and cell.source.strip() == ANSWER_PROMPT:
             cell.source = ANSWER_NOTE
@@ -334,7 +395,9 @@ def main() -> None:
     if not args.no_execute:
         for path in [p.resolve() for p in args.notebooks] or notebooks:
             print(f"executing {path.relative_to(ROOT)} ...", flush=True)
-            print(f"  done in {execute(path, args.timeout):.0f} s", flush=True)
+            seconds, written = execute(path, args.timeout)
+            saved = "results changed, saved" if written else "same results, file left as it was"
+            print(f"  done in {seconds:.0f} s ({saved})", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     mathjax = Path(jupyter_server_mathjax.__file__).parent / "static"
     shutil.copytree(mathjax, args.out / "mathjax", dirs_exist_ok=True)
