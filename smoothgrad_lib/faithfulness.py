@@ -10,7 +10,7 @@ One Gaussian blur, ``blur``, for images, attributions and maps alike: the baseli
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -330,3 +330,48 @@ def infidelity(
         beta = torch.where(den == 0, torch.zeros_like(den), num / torch.where(den == 0, torch.ones_like(den), den))
         predicted_sums = beta[:, None] * predicted_sums
     return (predicted_sums - differences).square().mean(1)
+
+
+def infidelities(
+    model: nn.Module,
+    attributions: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    target: TargetType = None,
+    *,
+    n_samples: int = 10,
+    noise_std: float = 0.1,
+    generator: torch.Generator | None = None,
+    normalize: bool = True,
+) -> dict[str, torch.Tensor]:
+    """``infidelity`` of several fixed attributions of ``x``, by label, each on the same perturbations: the
+    generator's state is restored before each map, so that differences between maps are paired. Each (B,) float64.
+
+    Examples:
+        A linear model's gradient predicts every perturbation exactly; a zero map predicts none (with
+        ``normalize``, its infidelity is the mean squared change of the logit, the no-information floor):
+
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+        >>> x = torch.rand(3, 1, 2, 2)
+        >>> weight = model[1].weight[1].reshape(1, 1, 2, 2).expand(3, -1, -1, -1).detach()
+        >>> scores = infidelities(model, {"gradient": weight, "zero": torch.zeros_like(x)}, x, 1,
+        ...                       generator=torch.Generator().manual_seed(0))
+        >>> float(scores["gradient"].max()) < 1e-10, bool((scores["zero"] > 0).all())
+        (True, True)
+    """
+    state = None if generator is None else generator.get_state()
+    scores = {}
+    for label, attribution in attributions.items():
+        if state is not None:
+            generator.set_state(state)
+        scores[label] = infidelity(
+            model,
+            lambda _, a=attribution: a,
+            x,
+            target,
+            n_samples=n_samples,
+            noise_std=noise_std,
+            generator=generator,
+            normalize=normalize,
+        ).double()
+    return scores

@@ -42,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -308,3 +309,43 @@ def stored_grid(fill: str) -> dict[str, object]:
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
     return json.loads(resources.files("smoothgrad_lib.results").joinpath(f"roar-{fill}.json").read_text())
+
+
+def cell_accuracies(report: dict[str, object], method: str | None, fraction: float) -> np.ndarray:
+    """Test accuracy of each retraining seed (in the order of the report's seeds) of one cell of a stored grid;
+    ``fraction`` 0: the baseline without removal (``method`` is then ignored).
+
+    Examples:
+        >>> report = {"settings": {"seeds": [0, 1]}, "baseline": {"0": 0.9, "1": 0.8},
+        ...           "cells": [{"method": "m", "fraction": 0.1, "seed": 1, "accuracy": 0.5},
+        ...                     {"method": "m", "fraction": 0.1, "seed": 0, "accuracy": 0.6}]}
+        >>> cell_accuracies(report, "m", 0.1).tolist(), cell_accuracies(report, None, 0).tolist()
+        ([0.6, 0.5], [0.9, 0.8])
+    """
+    seeds = report["settings"]["seeds"]  # type: ignore[index]
+    if fraction == 0:
+        return np.array([report["baseline"][str(seed)] for seed in seeds])  # type: ignore[index]
+    cells = [c for c in report["cells"] if c["method"] == method and c["fraction"] == fraction]  # type: ignore[union-attr]
+    if len(cells) != len(seeds):
+        raise ValueError(f"the report has {len(cells)} of the {len(seeds)} seeds of ({method!r}, {fraction}).")
+    return np.array([c["accuracy"] for c in sorted(cells, key=lambda c: c["seed"])])
+
+
+def accuracy_drop(report: dict[str, object], method: str, fraction: float) -> np.ndarray:
+    """Accuracy lost by removing ``method``'s top ``fraction`` of pixels, per retraining seed: the baseline's
+    accuracy minus the cell's (larger: the removed pixels were needed)."""
+    return cell_accuracies(report, None, 0) - cell_accuracies(report, method, fraction)
+
+
+def shape_recall(maps: torch.Tensor, masks: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Share of each mask's pixels among the ``round(fraction H W)`` highest-ranked pixels of its map, (B,): what
+    ``remove_top`` would remove of the shape (the same ranking, ties in raster order).
+
+    Examples:
+        >>> maps = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]])
+        >>> shape_recall(maps, torch.tensor([[[True, False], [True, False]]]), 0.5).tolist()
+        [0.5]
+    """
+    ones = torch.ones(maps.shape[0], 1, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
+    removed = remove_top(ones, maps, fraction, torch.zeros_like(ones))[:, 0] == 0
+    return (removed & masks).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp_min(1)
