@@ -16,7 +16,8 @@ Layout, one concept per module (none imports from a module above it):
 * measurements: ``metrics`` and ``faithfulness`` (scores of maps), ``robustness`` (scores of explanation
   functions), ``randomisation`` (sanity checks),
   ``probes`` (the network around an image), ``montecarlo`` (Monte-Carlo error), ``stats``;
-* data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``; ``plotting``; ``explain``, ``cli``;
+* data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``, ``classification`` (accuracy);
+  ``plotting``; ``explain``, ``cli``;
 * teaching: ``exercises`` (the notebooks' self-checks).
 
 Rules that keep it so:

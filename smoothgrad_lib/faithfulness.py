@@ -3,13 +3,8 @@
 Deletion and insertion curves (Petsiuk et al., 2018) and AOPC (Samek et al.,
 2017), per image, with one Gaussian ``blur`` for the blurred baselines.
 
-Two Gaussian blurs, on purpose. ``blur`` works on images and attributions
-(B, C, H, W) on their device, in their dtype (torchvision, kernel truncated at
-3 sigma): the baselines of the curves and the ``blurred_vanilla`` method.
-``gaussian_blur`` smooths maps (B, H, W) in float64 on the CPU (scipy, 4 sigma),
-for notebook 02's "vanilla, 2 px Gaussian blur" comparison. The two differ in
-the kernel's tails, enough to move that row's printed scores in the last digit
-and beyond, so the notebook keeps the blur it was measured with.
+One Gaussian blur, ``blur``, for images, attributions and maps alike: the baselines of the curves, the
+``blurred_vanilla`` method and the spatial smoothing of a map that notebook 02 compares SmoothGrad with.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
-from scipy import ndimage
 from torch import nn
 from torchvision.transforms import functional as TF
 
@@ -44,27 +38,31 @@ Baseline = torch.Tensor | float | Literal["mean", "blur"]
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of each channel of images (B, C, H, W), standard deviation ``sigma`` in pixels.
+    """Gaussian blur over the last two axes (H, W) of images (B, C, H, W) or maps (B, H, W), standard deviation
+    ``sigma`` in pixels, on their device and in their dtype.
 
-    torchvision's ``gaussian_blur`` with a (2 r + 1)-wide kernel and reflected
-    borders, r = ceil(3 sigma) (the Gaussian truncated at 3 sigma), or
-    min(H, W) - 1 if that is smaller (the most that reflection allows).
+    torchvision's ``gaussian_blur``: the separable kernel ``k_j = exp(-j^2 / (2 sigma^2)) / sum_i exp(-i^2 /
+    (2 sigma^2))``, ``|j| <= r``, with r = ceil(3 sigma) (the Gaussian truncated at 3 sigma), or min(H, W) - 1 if
+    that is smaller (the most that reflection allows), and borders reflected without repeating the edge pixel.
+    Far from the borders it keeps a map's total.
+
+    Examples:
+        A point spreads into the product of two 1-D kernels; with sigma = 1 (r = 3) the centre keeps
+        ``1 / (sum_j exp(-j^2 / 2))^2``:
+
+        >>> import math, torch
+        >>> point = torch.zeros(1, 9, 9, dtype=torch.float64)
+        >>> point[0, 4, 4] = 1.0
+        >>> blurred = blur(point, 1.0)
+        >>> round(float(blurred.sum()), 12), round(float(blurred[0, 4, 4]), 6)
+        (1.0, 0.159241)
+        >>> round(1 / sum(math.exp(-j * j / 2) for j in range(-3, 4)) ** 2, 6)
+        0.159241
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 pixels, got {sigma!r}.")
     width = 2 * min(math.ceil(3 * sigma), min(images.shape[-2:]) - 1) + 1
     return TF.gaussian_blur(images, [width, width], [float(sigma), float(sigma)])
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Each map (B, H, W) convolved with a 2-D Gaussian of standard deviation ``sigma`` pixels (edges reflected).
-
-    A real spatial smoothing, to compare with what SmoothGrad's input-space noise does to a map. scipy's
-    ``gaussian_filter`` in float64 (kernel truncated at 4 sigma, half-sample reflection), unlike ``blur``
-    (torchvision, float32, 3 sigma): the report's numbers were measured with it.
-    """
-    blurred = ndimage.gaussian_filter(maps.detach().cpu().double().numpy(), sigma=(0, sigma, sigma), mode="reflect")
-    return torch.from_numpy(blurred).to(maps.dtype).to(maps.device)
 
 
 def deletion_curve(
@@ -182,8 +180,8 @@ def _perturbation_curve(
         raise ValueError(f"steps must be an int between 1 and H W = {height * width}, got {steps!r}.")
     check_batch_size(batch_size)
     x = x.detach()
-    base = _baseline(x, baseline)
-    position = _ranking_positions(maps.detach().to(x.device), generator).reshape(n_images, 1, 1, height, width)
+    base = baseline_images(x, baseline)
+    position = pixel_ranking(maps.detach().to(x.device), generator).reshape(n_images, 1, 1, height, width)
     moved_after = torch.round(torch.arange(steps + 1, device=x.device) * (height * width / steps))
     moved_after = moved_after.reshape(1, -1, 1, 1, 1)
     start, end = (base, x) if reveal else (x, base)
@@ -200,8 +198,21 @@ def _perturbation_curve(
     return torch.cat(curves).to(x.dtype)
 
 
-def _baseline(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
-    """The baseline image for each image of x (B, C, H, W), shaped like x."""
+def baseline_images(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
+    """What replaces a removed pixel of each image of x (B, C, H, W): a tensor shaped like x.
+
+    ``baseline`` is a tensor like x (returned detached, in x's dtype and device), a number ``v`` (every element
+    ``v``), ``"mean"`` (image b's mean colour, ``mean_{h,w} x_{b,c,h,w}`` per channel c) or ``"blur"``
+    (``blur(x, BASELINE_BLUR_SIGMA)``). The fill of the deletion and insertion curves and of ``roar.remove_top``.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[[[0.0, 1.0], [2.0, 5.0]]]])
+        >>> baseline_images(x, "mean").flatten().tolist()
+        [2.0, 2.0, 2.0, 2.0]
+        >>> baseline_images(x, 0.5).flatten().tolist()
+        [0.5, 0.5, 0.5, 0.5]
+    """
     if isinstance(baseline, torch.Tensor):
         if baseline.shape != x.shape:
             raise ValueError(
@@ -217,10 +228,18 @@ def _baseline(x: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     raise ValueError(f"baseline must be a tensor like x, a number, 'mean' or 'blur'; got {baseline!r}.")
 
 
-def _ranking_positions(maps: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def pixel_ranking(maps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Place of each pixel in the ranking by map value, 0 = most relevant: (B, H, W) -> (B, H W) long.
 
-    Ties keep raster order (stable sort), or a random order drawn from ``generator``.
+    The package's one ranking of pixels (the curves here, ``roar.remove_top``): the pixels with place < n are the
+    n of highest value. Ties keep raster order (a stable sort), or, with ``generator``, the order of a random
+    shuffle drawn first (``torch.rand`` on the generator's device, so a CPU generator ranks maps on any device
+    alike).
+
+    Examples:
+        >>> import torch
+        >>> pixel_ranking(torch.tensor([[[0.1, 0.9], [0.5, 0.9]]])).tolist()
+        [[3, 0, 2, 1]]
     """
     flat = maps.flatten(1)
     shuffle = None

@@ -9,16 +9,21 @@ Two steps, as in the SmoothGrad paper and PAIR's ``saliency`` library:
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-REDUCTIONS = ("max", "sum", "mean", "l2")
-NORMALIZATIONS = ("minmax", "percentile", None)
+Reduction = Literal["max", "sum", "mean", "l2"]
+Normalization = Literal["minmax", "percentile"]
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+NORMALIZATIONS: tuple[str | None, ...] = (*get_args(Normalization), None)
 
 
 def saliency_map(
     attr: torch.Tensor,
-    reduce: str = "max",
-    normalize: str | None = "minmax",
+    *,
+    reduce: Reduction = "max",
+    normalize: Normalization | None = "minmax",
     percentile: float = 99.0,
 ) -> torch.Tensor:
     """Channel-reduce and normalise an attribution.
@@ -37,6 +42,17 @@ def saliency_map(
     Returns:
         (B, H, W), or (H, W) for a (C, H, W) input. A constant map normalises
         to zeros, never NaN.
+
+    Examples:
+        Two channels (3, -4) and (0, 2) at two pixels: ``max_c |a_c|`` is (4, 2), the L2 norm (5, 2), and
+        min-max scaling sends the smaller pixel to 0 and the larger to 1:
+
+        >>> import torch
+        >>> attr = torch.tensor([[[[3.0, 0.0]], [[-4.0, 2.0]]]])  # (B, C, H, W) = (1, 2, 1, 2)
+        >>> saliency_map(attr, normalize=None).tolist(), saliency_map(attr, reduce="l2", normalize=None).tolist()
+        ([[[4.0, 2.0]]], [[[5.0, 2.0]]])
+        >>> saliency_map(attr).tolist()
+        [[[1.0, 0.0]]]
     """
     if not isinstance(attr, torch.Tensor) or not attr.is_floating_point():
         raise TypeError("attr must be a floating-point torch.Tensor of shape (B, C, H, W) or (C, H, W).")

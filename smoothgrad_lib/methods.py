@@ -19,6 +19,7 @@ Guided Backprop and (``lrp``) LRP.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -307,6 +308,38 @@ def entries(
         for level, aggregates in levels.items():
             for aggregate in aggregates:
                 yield f"{spec.name}_{aggregate}_{level:g}", spec, {"noise_level": level, "aggregate": aggregate}
+
+
+def parse_entry(name: str) -> tuple[MethodSpec, dict[str, object]]:
+    """The registry method and its own options of one entry name of ``entries``: the inverse of ``entries``.
+
+    A plain method's entry is its name (no options); a smoothed method's is ``"<name>_<aggregate>_<level:g>"``,
+    which gives ``{"noise_level": level, "aggregate": aggregate}``.
+
+    Examples:
+        >>> spec, own = parse_entry("smoothgrad_abs_0.3")
+        >>> spec.name, own
+        ('smoothgrad', {'noise_level': 0.3, 'aggregate': 'abs'})
+        >>> parse_entry("smoothgrad_integrated_gradients_raw_0.15")[0].smooths.name
+        'integrated_gradients'
+        >>> parse_entry("grad_cam")[1]
+        {}
+    """
+    if name in REGISTRY and REGISTRY[name].smooths is None:
+        return REGISTRY[name], {}
+    stem, _, level = name.rpartition("_")
+    method, _, aggregate = stem.rpartition("_")
+    spec = REGISTRY.get(method)
+    try:
+        value = float(level)
+    except ValueError:
+        value = math.nan
+    if spec is None or spec.smooths is None or aggregate not in AGGREGATES or f"{value:g}" != level:
+        raise ValueError(
+            f"unknown method {name!r}: give a name of {tuple(n for n, s in REGISTRY.items() if s.smooths is None)} "
+            f"or '<smoothed method>_<aggregate>_<level>' (e.g. 'smoothgrad_abs_0.15'), aggregate one of {AGGREGATES}."
+        )
+    return spec, {"noise_level": value, "aggregate": aggregate}
 
 
 def attribution_methods(

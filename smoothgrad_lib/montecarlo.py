@@ -33,9 +33,6 @@ from .aggregates import (
     aggregate_samples,
     estimate_from_gradients,
     pair_units,
-    relative_error,
-    snr_map,
-    without_offset,
 )
 from .maps import saliency_map
 from .noise import DEFAULT_NOISE_LEVEL, seeded_generator
@@ -47,25 +44,21 @@ __all__ = [
     "check_prediction",
     "check_prediction_on_draws",
     "error_against_reference",
-    "estimate_from_gradients",
     "mean_norm",
     "mean_norm_ratio",
     "pairwise_error",
     "pixel_snr",
     "predict_samples",
-    "relative_error",
     "repeat_error",
     "running_mean",
     "running_norm",
     "samples_for_reliability",
     "samples_needed",
     "signed_split_half",
-    "snr_map",
     "snr_null_fraction",
     "split_half_correlation",
     "stability_against_n",
     "variance_against_n",
-    "without_offset",
 ]
 
 

@@ -19,11 +19,10 @@ from ._checks import (
     check_count,
     check_image,
     check_model,
-    checked_logits,
     clean_classes,
     resolve_target,
 )
-from .noise import NormalStream, Sampling, check_generator, check_sampling, noise_std, noisy_copies, owners
+from .noise import NormalStream
 from .precision import float32_precision
 from .saliency import noisy_gradients, vanilla_gradient
 
@@ -31,13 +30,19 @@ from .saliency import noisy_gradients, vanilla_gradient
 GATES = {nn.ReLU: lambda z: z > 0, nn.ReLU6: lambda z: (z > 0) & (z < 6)}
 
 
-def gradients_at(model: nn.Module, points: torch.Tensor, target: int, batch_size: int = 64) -> torch.Tensor:
+def gradients_at(model: nn.Module, points: torch.Tensor, target: int, *, batch_size: int = 64) -> torch.Tensor:
     """Vanilla gradients of logit ``target`` at many points (M, C, H, W), ``batch_size`` at a time."""
     return torch.cat([vanilla_gradient(model, chunk, target) for chunk in points.split(batch_size)])
 
 
 def directional_slice(
-    model: nn.Module, x: torch.Tensor, target: int, direction: torch.Tensor, ts: torch.Tensor, batch_size: int = 16
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    *,
+    direction: torch.Tensor,
+    ts: torch.Tensor,
+    batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The target logit ``g(x + t d)`` and its derivative ``d/dt g(x + t d) = grad g(x + t d) . d`` along a line.
 
@@ -165,8 +170,8 @@ def taylor_bias(
     stream, raw, mc = NormalStream(x.shape, generator, x.device, x.dtype), [], []
     for sigma in sigmas:
         eps = sigma * stream.take(n_pairs)
-        plus = gradients_at(model, x[None] + eps, target, batch_size)
-        minus = gradients_at(model, x[None] - eps, target, batch_size)
+        plus = gradients_at(model, x[None] + eps, target, batch_size=batch_size)
+        minus = gradients_at(model, x[None] - eps, target, batch_size=batch_size)
         pairs = (plus + minus).double() / 2
         raw.append(float((pairs.mean(0) - base).norm()) / scale)
         mc.append(float(pairs.var(0).sum().div(n_pairs).sqrt()) / scale)
@@ -196,48 +201,6 @@ def increment_scaling(curve: torch.Tensor, strides: Sequence[int] = (16, 4, 1)) 
     return largest, float(np.polyfit(np.log(np.asarray(strides, float)), np.log(largest), 1)[0])
 
 
-def noisy_ranks(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetType = None,
-    *,
-    n_samples: int,
-    noise_level: float,
-    sampling: Sampling = "iid",
-    generator: torch.Generator | None = None,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Rank of the target class among the logits of N noisy copies ``x + eps`` of each image: (B, N) long, 0 = top-1.
-
-    The noise follows SmoothGrad's convention, ``eps ~ N(0, sigma_b^2 I)`` with
-    ``sigma_b = noise_level * (max x_b - min x_b)`` (``noise.noise_std``),
-    drawn by ``noise.noisy_copies`` from ``generator`` as ``smoothgrad`` draws
-    it (``sampling`` too: ``"antithetic"`` gives pairs ``x + eps, x - eps``): with
-    the same seed these are the very copies ``smoothgrad(x, n_samples=N)``
-    differentiates at. ``target`` as in ``smoothgrad`` (None: each clean image's
-    predicted class). ``(ranks == 0).float().mean(1)`` is the share of copies
-    still classified as the target; ``(ranks < 5)`` the share with the target in the top 5.
-    """
-    check_model(model, x)
-    batch = as_batch(x)[0].detach()
-    check_count("n_samples", n_samples)
-    check_count("batch_size", batch_size)
-    antithetic = check_sampling(sampling, n_samples)
-    check_generator(generator, batch)
-    step = max(2, batch_size - batch_size % 2) if antithetic else batch_size
-    stdev = noise_std(batch, noise_level=noise_level)
-    classes = clean_classes(model, batch, target)
-    stream = NormalStream(batch.shape[1:], generator, batch.device, batch.dtype)
-    everyone = owners(torch.full((len(batch),), n_samples, dtype=torch.long), batch.device)
-    ranks = []
-    with torch.no_grad(), float32_precision():
-        for owner in everyone.split(step):
-            logits = checked_logits(model, noisy_copies(batch, stdev, owner, stream, antithetic))
-            chosen = logits.gather(1, classes[owner][:, None])
-            ranks.append((logits > chosen).sum(1))
-    return torch.cat(ranks).reshape(len(batch), n_samples)
-
-
 def noisy_gradients_and_ranks(
     model: nn.Module, x: torch.Tensor, target: TargetType = None, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,7 +208,7 @@ def noisy_gradients_and_ranks(
 
     Returns (gradients (B, N, C, H, W), ranks (B, N) long, 0 = top-1): the
     rank of the target class among the logits of each noisy copy that the
-    gradients are taken at, as ``noisy_ranks`` gives it for the same noise, at
+    gradients are taken at, as ``classification.noisy_ranks`` gives it for the same noise, at
     no extra forward pass. (N, C, H, W) and (N,) for a single image (C, H, W).
     """
     check_model(model, x)
@@ -258,39 +221,3 @@ def noisy_gradients_and_ranks(
     chosen = logits.gather(2, classes[:, None, None].expand(-1, logits.shape[1], 1))
     ranks = (logits > chosen).sum(2)
     return grads, (ranks[0] if single else ranks)
-
-
-def accuracy(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    noise_level: float = 0.0,
-    n_samples: int = 1,
-    generator: torch.Generator | None = None,
-    batch_size: int = 64,
-) -> float:
-    """Share of ``images`` (B, C, H, W), or of N noisy copies of each, that ``model`` classifies as ``labels`` (B,).
-
-    The package's one accuracy. With ``noise_level=0`` the clean accuracy (top-1 class == label; no noise is
-    drawn); otherwise the accuracy on the noisy copies of ``noisy_ranks`` (SmoothGrad's noise, same seed, same
-    copies). ``batch_size``: images or copies per forward pass (memory only).
-    """
-    check_model(model)
-    check_count("batch_size", batch_size)
-    device = next(model.parameters()).device
-    images, labels = images.to(device), labels.to(device)
-    if noise_level == 0:
-        with torch.no_grad(), float32_precision():
-            predicted = torch.cat([checked_logits(model, chunk).argmax(1) for chunk in images.split(batch_size)])
-        return float((predicted == labels).float().mean())
-    ranks = noisy_ranks(
-        model,
-        images,
-        labels,
-        n_samples=n_samples,
-        noise_level=noise_level,
-        generator=generator,
-        batch_size=batch_size,
-    )
-    return float((ranks == 0).float().mean())

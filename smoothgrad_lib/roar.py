@@ -10,10 +10,12 @@ The procedure (``roar``):
 
 1. the shipped twin (``load_twin(twin)``) explains each training image ``make_shapes(n_train, seed=0)`` and each
    test image ``make_shapes(n_test, seed=1)`` for its true class, by the registry's ``all_attributions`` (SmoothGrad
-   with ``n_samples`` noisy copies at noise level 0.15; Integrated Gradients from black with ``ig_steps`` points;
-   Grad-CAM on layer ``"14"``); a map is ``saliency_map(attribution, normalize=None)`` (max over channels of |a|);
-2. for each fraction k, the ``round(k H W)`` pixels of highest map value (ties: the first in raster order after a
-   seeded random shuffle) of every training and test image are replaced (``remove_top``) either by the image's own
+   with ``n_samples`` noisy copies at the level its name gives, 15% for ``"smoothgrad_abs_0.15"``; Integrated
+   Gradients from black with ``ig_steps`` points; Grad-CAM on layer ``"14"``); a map is
+   ``saliency_map(attribution, normalize=None)`` (max over channels of |a|);
+2. for each fraction k, the ``round(k H W)`` pixels of highest map value (``faithfulness.pixel_ranking``; ties: the
+   first in raster order after a seeded random shuffle) of every training and test image are replaced
+   (``remove_top``) either by the image's own
    background from ``make_shapes`` (``fill="background"``: the shape's pixels there are gone, the rest unchanged) or
    by the image's per-channel mean (``fill="mean"``; ROAD warns that the shape of a constant-filled hole can itself
    leak the class);
@@ -38,16 +40,20 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .aggregates import Aggregate
 from .maps import saliency_map
 from .shapes import ShapesBatch, make_shapes
 from .train import train
 from .twins import TWINS, load_twin
+
+if TYPE_CHECKING:
+    from .faithfulness import Baseline
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +79,32 @@ def remove_top(
     images: torch.Tensor,
     maps: torch.Tensor,
     fraction: float,
-    fill: Fill | torch.Tensor,
+    fill: Baseline,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Copies of ``images`` (B, C, H, W) whose ``round(fraction H W)`` highest-ranked pixels by ``maps`` (B, H, W)
-    are replaced by ``fill``: a tensor like images (e.g. the backgrounds), or ``"mean"`` (each image's per-channel
-    mean). Ties are broken by a random order from ``generator`` (None: raster order), drawn on the generator's own
-    device, so a CPU generator gives the same order for images on any device. ``fraction`` 0 returns a copy.
+    """Copies of ``images`` (B, C, H, W) whose ``n = round(fraction H W)`` highest-ranked pixels by ``maps``
+    (B, H, W) are replaced by ``fill``.
+
+    The pixels are those of place < n in ``faithfulness.pixel_ranking(maps, generator)`` (ties: a random order
+    from ``generator``, None: raster order), all channels together; ``fill`` is any baseline of
+    ``faithfulness.baseline_images``: a tensor like images (e.g. the backgrounds), ``"mean"`` (each image's
+    per-channel mean), a number or ``"blur"``. ``fraction`` 0 returns a copy.
+
+    Examples:
+        >>> import torch
+        >>> images = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> remove_top(images, images[:, 0], 0.5, -1.0).flatten().tolist()
+        [0.0, 1.0, -1.0, -1.0]
     """
+    from .faithfulness import baseline_images, pixel_ranking
+
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}.")
     if maps.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(f"maps must be (B, H, W) like images {tuple(images.shape)}; got {tuple(maps.shape)}.")
-    if isinstance(fill, str):
-        if fill != "mean":
-            raise ValueError(f"fill must be a tensor like images or 'mean', got {fill!r}.")
-        fill = images.mean((2, 3), keepdim=True).expand_as(images)
-    elif fill.shape != images.shape:
-        raise ValueError(f"a fill tensor must have the shape of images {tuple(images.shape)}, got {tuple(fill.shape)}.")
-    flat = maps.flatten(1)
-    count = round(fraction * flat.shape[1])
-    if count == 0:
-        return images.clone()
-    order = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
-    if generator is not None:
-        order = torch.rand(flat.shape, generator=generator, device=generator.device).argsort(1).to(flat.device)
-    ranked = flat.gather(1, order).argsort(dim=1, descending=True, stable=True)
-    top = order.gather(1, ranked[:, :count])
-    removed = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True).view_as(maps)[:, None]
-    return torch.where(removed, fill, images)
+    count = round(fraction * maps[0].numel())
+    places = pixel_ranking(maps.to(images.device), generator).view_as(maps)[:, None]
+    return torch.where(places < count, baseline_images(images, fill), images)
 
 
 def roar_maps(
@@ -114,15 +117,20 @@ def roar_maps(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """The map (B, H, W) of every image of ``data`` by each of ``methods`` (names of ``all_attributions``' result),
-    explaining its true label with the shipped twin; chunk i of ``MAP_CHUNK`` images uses ``seed + i``."""
-    from .methods import all_attributions  # here, not at the top: Captum and torchvision take seconds to import
+    """The map (B, H, W) of every image of ``data`` by each of ``methods``, explaining its true label with the
+    shipped twin.
+
+    ``methods`` are entry names of the registry (``methods.parse_entry``): ``"vanilla"``, ``"grad_cam"``, or a
+    smoothed method at a noise level with an aggregate, ``"smoothgrad_abs_0.3"``. One ``all_attributions`` call per
+    chunk of ``MAP_CHUNK`` images computes them all; chunk i uses ``seed + i``, and the smoothed entries' levels go
+    to it in the order they first appear in ``methods`` (level k is seeded ``seed + i + 1 + k``).
+    """
+    # the registry and faithfulness are imported where they run: Captum and torchvision take seconds to import
+    from .methods import all_attributions, parse_entry
 
     model = load_twin(twin)
-    families = {_family(name) for name in methods}
-    levels = {0.15: tuple(name.split("_")[1] for name in methods if name.startswith("smoothgrad_"))}
-    if not levels[0.15]:
-        levels = {}
+    levels = smoothing_levels(methods)
+    families = {parse_entry(name)[0].name for name in methods}
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     chunks = list(zip(data.images.split(MAP_CHUNK), data.labels.split(MAP_CHUNK), strict=True))
     for i, (images, labels) in enumerate(tqdm(chunks, desc="maps", disable=not progress, leave=False)):
@@ -142,8 +150,22 @@ def roar_maps(
     return {name: torch.cat(values) for name, values in parts.items()}
 
 
-def _family(name: str) -> str:
-    return "smoothgrad" if name.startswith("smoothgrad_") else name
+def smoothing_levels(methods: Sequence[str]) -> dict[float, tuple[Aggregate, ...]]:
+    """``all_attributions``' ``levels`` for the smoothed entries among ``methods``: {noise level: aggregates}, each
+    in the order of first appearance.
+
+    Examples:
+        >>> smoothing_levels(["vanilla", "smoothgrad_abs_0.15", "smoothgrad_raw_0.3", "smoothgrad_vargrad_0.15"])
+        {0.15: ('abs', 'vargrad'), 0.3: ('raw',)}
+    """
+    from .methods import parse_entry
+
+    levels: dict[float, tuple[Aggregate, ...]] = {}
+    for name in methods:
+        own = parse_entry(name)[1]
+        if own and own["aggregate"] not in levels.get(own["noise_level"], ()):
+            levels[own["noise_level"]] = (*levels.get(own["noise_level"], ()), own["aggregate"])
+    return levels
 
 
 def roar(
@@ -242,7 +264,7 @@ def roar(
         "epochs": epochs,
         "n_samples": n_samples,
         "ig_steps": ig_steps,
-        "noise_level": 0.15,
+        "noise_levels": list(smoothing_levels(methods)),
         "gradcam_layer": GRADCAM_LAYER,
         "train_images": "make_shapes(n_train, seed=0)",
         "test_images": "make_shapes(n_test, seed=1)",

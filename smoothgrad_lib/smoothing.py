@@ -35,7 +35,6 @@ from .stats import cosine
 __all__ = [
     "SteinComparison",
     "best_beta",
-    "cosine",
     "softplus_copy",
     "softplus_cosines",
     "stein_against_smoothgrad",
@@ -202,7 +201,12 @@ def softplus_copy(model: nn.Module, beta: float) -> nn.Module:
 
 
 def softplus_cosines(
-    model: nn.Module, x: torch.Tensor, target: TargetType, reference: torch.Tensor, betas: np.ndarray | list[float]
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetType = None,
+    *,
+    reference: torch.Tensor,
+    betas: np.ndarray | list[float],
 ) -> torch.Tensor:
     """``cosine(grad g_beta(x), reference)`` for each beta and image: (len(betas), B).
 

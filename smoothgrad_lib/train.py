@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .probes import accuracy
+from .classification import accuracy
 from .shapes import ShapesBatch, make_shapes
 from .twins import CHECKSUMS, TWINS, ShapesCNN, sha256, weights_name
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -137,23 +135,6 @@ def training_set(twin: str) -> tuple[ShapesBatch, torch.Tensor]:
     if not recipe.permuted_labels:
         return data, data.labels
     return data, data.labels[torch.randperm(recipe.n_train, generator=torch.Generator().manual_seed(0))]
-
-
-def __getattr__(name: str) -> Callable[..., float]:
-    """Deprecated: ``twins.accuracy(model, data)`` is ``probes.accuracy(model, data.images, data.labels)``."""
-    if name != "accuracy":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        "smoothgrad_lib.twins.accuracy is deprecated: use smoothgrad_lib.probes.accuracy(model, images, labels).",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    from .probes import accuracy
-
-    def shapes_accuracy(model: nn.Module, data: ShapesBatch, batch_size: int = 500) -> float:
-        return accuracy(model, data.images, data.labels, batch_size=batch_size)
-
-    return shapes_accuracy
 
 
 def _check_twin(twin: str) -> None:

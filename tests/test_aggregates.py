@@ -1,5 +1,7 @@
 """smoothgrad_lib.aggregates: the four aggregates of noisy gradients."""
 
+import math
+
 import pytest
 import torch
 
@@ -39,3 +41,19 @@ def test_without_offset_counts_only_what_a_displayed_map_shows():
     # A single (C, H, W) image works the same way.
     single = Estimate(signal[0] + 1, stderr[0], 32)
     torch.testing.assert_close(without_offset(single).mean, without_offset(base).mean[0])
+
+
+def test_relative_error_is_zero_when_exact_inf_on_a_zero_mean_and_nan_when_unknown():
+    mean = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    stderr = torch.tensor([[0.3, 0.4], [0.0, 0.0], [0.1, 0.0], [float("nan"), 0.1], [0.0, 0.0]])
+    error = relative_error(mean, stderr)
+    assert error.dtype == torch.float64 and error.shape == (5,)
+    assert error[0].item() == pytest.approx(0.1)  # ||(0.3, 0.4)|| / ||(3, 4)|| = 0.5 / 5
+    assert error[1].item() == 0.0  # every draw agreed on a zero mean: exact, not 0/0
+    assert error[2].item() == math.inf  # a zero mean with a non-zero error
+    assert math.isnan(error[3].item())  # an unknown standard error (too few units)
+    assert error[4].item() == 0.0
+    # over all elements of each image, whatever its shape
+    torch.testing.assert_close(
+        relative_error(mean.reshape(5, 1, 2, 1), stderr.reshape(5, 1, 2, 1)), error, equal_nan=True
+    )

@@ -13,9 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tools import stamp_colab
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import stamp_colab  # noqa: E402
 
 FAKE_COLAB = "import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
 

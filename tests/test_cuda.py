@@ -114,7 +114,9 @@ def test_notebook_01_line_has_the_cpu_increment_scaling(name, twins, shapes):
     curves = []
     for model in twins[name]:
         device = next(model.parameters()).device
-        curves.append(directional_slice(model, shapes[0].to(device), target, direction.to(device), ts.to(device)))
+        curves.append(
+            directional_slice(model, shapes[0].to(device), target, direction=direction.to(device), ts=ts.to(device))
+        )
     (logit_cpu, slope_cpu), (logit_cuda, slope_cuda) = curves
     for on_cpu, on_cuda in ((logit_cpu, logit_cuda), (slope_cpu, slope_cuda)):
         assert increment_scaling(on_cuda)[1] == pytest.approx(increment_scaling(on_cpu)[1], abs=0.05)

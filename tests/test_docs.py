@@ -3,18 +3,17 @@
 the notebooks load, and LICENSE and CITATION.cff agree with pyproject."""
 
 import re
-import sys
 import tomllib
 from pathlib import Path
 
 import nbformat
 import yaml
 
+from tools.build_report import NOTEBOOKS
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-sys.path.insert(0, str(ROOT / "tools"))
-from build_report import NOTEBOOKS  # noqa: E402
 
 
 def test_readme_table_says_what_the_index_says_about_each_notebook():

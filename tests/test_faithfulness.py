@@ -11,7 +11,6 @@ from smoothgrad_lib.faithfulness import (
     blur,
     curve_auc,
     deletion_curve,
-    gaussian_blur,
     insertion_curve,
 )
 
@@ -88,11 +87,15 @@ def test_curve_auc_and_aopc():
     torch.testing.assert_close(aopc(curve), torch.tensor([0.5, 0.0, 0.4]))
 
 
-def test_gaussian_blur_keeps_the_total_and_spreads_a_point():
+def test_blur_keeps_the_total_and_spreads_a_point_of_a_map_or_an_image():
     maps = torch.zeros(1, 21, 21, dtype=torch.float64)
     maps[0, 10, 10] = 1.0
-    blurred = gaussian_blur(maps, 2.0)
-    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-6)
-    # A 2-D Gaussian of sd 2: the centre holds 1 / (2 pi 4) of the mass, sampled on the grid.
+    blurred = blur(maps, 2.0)
+    assert blurred.dtype == torch.float64 and blurred.sum().item() == pytest.approx(1.0, abs=1e-12)
+    # A 2-D Gaussian of sd 2: the centre holds about 1 / (2 pi 4) of the mass, sampled on the grid.
     assert blurred[0, 10, 10].item() == pytest.approx(1 / (8 * math.pi), rel=0.02)
-    assert torch.equal(gaussian_blur(maps, 0.0), maps)
+    # Separable, and the same on a map (B, H, W) and on a one-channel image (B, 1, H, W).
+    assert torch.equal(blur(maps[:, None], 2.0)[:, 0], blurred)
+    torch.testing.assert_close(blurred[0], blurred[0, 10][None] * blurred[0, :, 10][:, None] / blurred[0, 10, 10])
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        blur(maps, 0.0)

@@ -38,6 +38,18 @@ def test_explain_imports_no_research_module():
     assert modules & RESEARCH == set()
 
 
+def test_the_data_and_model_layer_imports_no_research_module():
+    """``images``, ``shapes``, ``twins``, ``models`` and ``train`` sit below the measurements (accuracy included)."""
+    layer = ("images", "shapes", "twins", "models", "train")
+    upward = {
+        f"{name}: {module}"
+        for name in layer
+        for module, _ in _relative_imports(PACKAGE / f"{name}.py")
+        if module.split(".")[0] in RESEARCH
+    }
+    assert upward == set()
+
+
 def test_removed_modules_are_gone_and_nothing_imports_them():
     removed = {"experiments", "theory", "evaluation"}
     assert not [module for module in removed if (PACKAGE / f"{module}.py").exists()]
@@ -58,3 +70,29 @@ def test_layout_has_no_import_cycle():
 
     cyclic = [name for name in graph if reaches(name, name, {name})]
     assert cyclic == []
+
+
+def _exported(tree: ast.Module) -> list[str]:
+    """The names a module's ``__all__`` lists (empty when it has none)."""
+    return [
+        element.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", "") == "__all__" for target in node.targets)
+        for element in node.value.elts
+    ]
+
+
+def test_no_module_but_the_package_reexports_a_name():
+    """A name has one home: only ``__init__`` (the front door) lists in ``__all__`` a name it imports."""
+    reexported = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        if path.name != "__init__.py":
+            reexported += [f"{path.stem}.{name}" for name in _exported(tree) if name in imported]
+    assert reexported == []

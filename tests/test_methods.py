@@ -20,6 +20,8 @@ from smoothgrad_lib.methods import (
     all_attributions,
     attribute,
     attribution_methods,
+    entries,
+    parse_entry,
     register,
     smoothed,
     smoothed_aggregates,
@@ -51,6 +53,24 @@ def test_registry_names():
         "blurred_vanilla",
         "random",
     ]
+
+
+def test_parse_entry_inverts_entries_for_every_registry_method():
+    levels = {0.05: AGGREGATES, 0.3: ("abs",), 1.25e-3: ("raw",)}
+    for name, spec, own in entries(REGISTRY.values(), levels):
+        assert parse_entry(name) == (spec, own)
+    for bad in (
+        "smoothgrad",
+        "smoothgrad_abs",
+        "smoothgrad_max_0.15",
+        "smoothgrad_abs_0.150",
+        "vanilla_abs_0.15",
+        "smoothgrad_abs_x",
+        "random_abs_0.15",
+        "nope",
+    ):
+        with pytest.raises(ValueError, match="unknown method"):
+            parse_entry(bad)
 
 
 @pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")

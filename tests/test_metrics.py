@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from smoothgrad_lib.faithfulness import gaussian_blur
+from smoothgrad_lib.faithfulness import blur
 from smoothgrad_lib.metrics import (
     brightest_share,
     dilate,
@@ -223,7 +223,7 @@ def test_spatial_autocorrelation_is_zero_on_white_noise_and_ignores_offset_and_s
     # Null: independent pixels have no lag-1 correlation (s.e. about 1/64 per direction).
     assert spatial_autocorrelation(white).abs().max() < 0.05
     # A map that varies slowly in space: a Gaussian blur of the same noise is strongly autocorrelated.
-    smooth = gaussian_blur(white, 3.0)
+    smooth = blur(white, 3.0)
     assert (spatial_autocorrelation(smooth) > 0.9).all()
     # Offset- and scale-free, unlike the neighbour difference.
     torch.testing.assert_close(spatial_autocorrelation(3 * smooth + 7), spatial_autocorrelation(smooth))

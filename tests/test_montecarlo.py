@@ -8,6 +8,7 @@ import torch
 
 from smoothgrad_lib import Estimate, noisy_gradients, smoothgrad_estimate
 from smoothgrad_lib import montecarlo as mc
+from smoothgrad_lib.aggregates import estimate_from_gradients, relative_error, snr_map
 from smoothgrad_lib.montecarlo import (
     mean_norm,
     mean_norm_ratio,
@@ -33,7 +34,7 @@ def test_estimate_from_gradients_matches_the_library(aggregate, sampling, seeded
     kwargs = dict(n_samples=12, noise_level=0.3, sampling=sampling)
     grads = noisy_gradients(model, x, 0, **kwargs, generator=seeded(3))
     library = smoothgrad_estimate(model, x, 0, **kwargs, aggregate=aggregate, generator=seeded(3))
-    ours = mc.estimate_from_gradients(grads, aggregate, sampling)
+    ours = estimate_from_gradients(grads, aggregate, sampling)
     torch.testing.assert_close(ours.mean, library.mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours.stderr, library.stderr, rtol=1e-4, atol=1e-6)
     assert ours.n_samples.tolist() == [12, 12]
@@ -42,17 +43,17 @@ def test_estimate_from_gradients_matches_the_library(aggregate, sampling, seeded
 def test_estimate_from_gradients_rejects_odd_pairs_and_vargrad():
     grads = torch.zeros(1, 5, 3, 2, 2)
     with pytest.raises(ValueError, match="odd"):
-        mc.estimate_from_gradients(grads, "raw", "antithetic")
+        estimate_from_gradients(grads, "raw", "antithetic")
     with pytest.raises(ValueError, match="aggregate"):
-        mc.estimate_from_gradients(grads, "vargrad")
+        estimate_from_gradients(grads, "vargrad")
 
 
 def test_snr_map_is_the_shown_channels_ratio():
     mean = torch.tensor([[[[2.0, -1.0]], [[-6.0, 0.5]]]])  # (1, 2, 1, 2): channel 1 wins pixel 0, channel 0 pixel 1
     stderr = torch.tensor([[[[1.0, 4.0]], [[3.0, 1.0]]]])
-    assert mc.snr_map(mean, stderr).tolist() == [[[2.0, 0.25]]]
+    assert snr_map(mean, stderr).tolist() == [[[2.0, 0.25]]]
     with pytest.raises(ValueError, match="B, C, H, W"):
-        mc.snr_map(mean[0], stderr[0])
+        snr_map(mean[0], stderr[0])
 
 
 def test_snr_of_the_quadratic_is_its_closed_form(quadratic_model, seeded):
@@ -62,7 +63,7 @@ def test_snr_of_the_quadratic_is_its_closed_form(quadratic_model, seeded):
     estimate = smoothgrad_estimate(model, x, 0, n_samples=n, sigma=sigma, aggregate="raw", generator=seeded(5))
     channel = estimate.mean.abs().argmax(1, keepdim=True)
     expected = x.gather(1, channel)[:, 0] * math.sqrt(n) / sigma
-    ratio = mc.snr_map(estimate.mean, estimate.stderr) / expected
+    ratio = snr_map(estimate.mean, estimate.stderr) / expected
     assert 0.9 < float(ratio.min()) and float(ratio.max()) < 1.1
 
 
@@ -71,12 +72,12 @@ def test_predict_samples_on_a_gaussian_case(seeded):
     generator = seeded(6)
     signal, spread = torch.randn(1, 1, 3, 20, 20, generator=generator), 2.0
     pilot = signal + spread * torch.randn(1, 30, 3, 20, 20, generator=generator)
-    estimate = mc.estimate_from_gradients(pilot, "raw")
+    estimate = estimate_from_gradients(pilot, "raw")
     predicted = float(mc.predict_samples(estimate, 0.1))
     truth = spread**2 * signal.numel() / (0.1**2 * float(signal.square().sum()))
     assert abs(predicted / truth - 1) < 0.1
     # without the noise correction the pilot's ||m||^2 is inflated by ||s||^2 and the prediction too small
-    naive = 30 * float(mc.relative_error(estimate.mean, estimate.stderr)) ** 2 / 0.1**2
+    naive = 30 * float(relative_error(estimate.mean, estimate.stderr)) ** 2 / 0.1**2
     assert naive < 0.9 * truth
     # and it checks out on independent draws of the predicted size
     runs = (signal + spread * torch.randn(8, round(predicted), 3, 20, 20, generator=generator)).mean(1)

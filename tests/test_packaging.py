@@ -112,8 +112,7 @@ def test_lock_pins_every_dependency_within_pyprojects_ranges():
 
 
 def _stamp_colab():
-    sys.path.insert(0, str(ROOT / "tools"))
-    import stamp_colab
+    from tools import stamp_colab
 
     return stamp_colab
 
@@ -205,8 +204,7 @@ def test_committed_notebook_ran_in_order_without_errors(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_has_no_volatile_metadata(path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import build_report
+    from tools import build_report
 
     notebook = nbformat.read(path, as_version=4)
     assert not build_report.strip_volatile(notebook), (
@@ -270,8 +268,7 @@ def _small_notebook(printed: list[str], timing: str) -> nbformat.NotebookNode:
 
 
 def test_report_builder_merges_split_printouts_and_keeps_a_file_whose_results_did_not_change(tmp_path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import build_report
+    from tools import build_report
 
     merged = build_report.merge_streams(_small_notebook(["0.1", "25\n", "0.3\n"], "12.0 s\n"))
     assert [o.text for o in merged.cells[1].outputs] == ["0.125\n0.3\n"]

@@ -1,4 +1,4 @@
-"""smoothgrad_lib.probes on cases with known answers: lines, gates, Taylor bias, noisy-copy ranks, accuracy."""
+"""smoothgrad_lib.probes on cases with known answers: lines, gates, Taylor bias, noisy-copy ranks."""
 
 import copy
 
@@ -9,16 +9,15 @@ from scipy.stats import norm
 from torch import nn
 
 from smoothgrad_lib import load_model, noisy_gradients
+from smoothgrad_lib.classification import noisy_ranks
 from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.probes import (
-    accuracy,
     activation_gates,
     directional_slice,
     gate_flips,
     gate_fractions,
     increment_scaling,
     noisy_gradients_and_ranks,
-    noisy_ranks,
     taylor_bias,
 )
 from smoothgrad_lib.shapes import make_shapes
@@ -32,7 +31,7 @@ def test_directional_slice_of_a_linear_model_is_a_line_with_constant_slope():
     model = nn.Sequential(nn.Flatten(), nn.Linear(32, 3)).eval()
     x, d = torch.rand(*SHAPE), torch.randn(*SHAPE)
     ts = torch.linspace(-1, 1, 11)
-    logits, slope = directional_slice(model, x, 1, d, ts)
+    logits, slope = directional_slice(model, x, 1, direction=d, ts=ts)
     expected_slope = float((model[1].weight[1].detach() * d.flatten()).sum())
     torch.testing.assert_close(slope, torch.full((11,), expected_slope))
     torch.testing.assert_close(logits.diff(), torch.full((10,), expected_slope * 0.2), rtol=1e-4, atol=1e-5)
@@ -64,26 +63,6 @@ def test_activation_gates_match_the_preactivations():
     assert torch.equal(fractions, clean.float())
     with pytest.raises(ValueError, match="no ReLU"):
         activation_gates(nn.Sequential(nn.Flatten(), nn.Linear(32, 2)).eval(), x)
-
-
-def test_noisy_ranks_and_accuracy(biased_model):
-    model = biased_model(10.0)
-    x = torch.rand(2, 1, 8, 8, generator=generator(0)) + 0.5
-    ranks = noisy_ranks(model, x, 2, n_samples=5, noise_level=0.5, generator=generator(1))
-    assert ranks.shape == (2, 5) and (ranks == 0).all()
-    assert (noisy_ranks(model, x, [0, 1], n_samples=3, noise_level=0.0) == torch.tensor([[1], [2]])).all()
-    # A mean-zero image of range 2 plus noise: class 0 beats class 1 in about half the copies, putting class 1 third.
-    centred = torch.tensor([-1.0, 1.0]).repeat(32).reshape(1, 1, 8, 8)
-    below = noisy_ranks(model, centred, 1, n_samples=2000, noise_level=0.3, generator=generator(2))
-    assert 0.45 < float((below == 2).float().mean()) < 0.55 and set(below.unique().tolist()) == {1, 2}
-    again = noisy_ranks(model, x, 0, n_samples=5, noise_level=0.5, generator=generator(1))
-    assert torch.equal(
-        again, noisy_ranks(model, x, 0, n_samples=5, noise_level=0.5, generator=generator(1), batch_size=3)
-    )
-    assert accuracy(model, x, torch.tensor([2, 2])) == 1.0
-    assert accuracy(model, x, torch.tensor([2, 0]), noise_level=0.1, n_samples=4, generator=generator(0)) == 0.5
-    with pytest.raises(ValueError, match="n_samples"):
-        noisy_ranks(model, x, 0, n_samples=0, noise_level=0.1)
 
 
 def test_noisy_gradients_and_ranks_match_the_separate_calls():

@@ -136,8 +136,7 @@ def _links(page: str) -> list[str]:
 
 
 def test_index_lists_every_notebook_with_what_it_shows_and_its_run_time(report_dir):
-    sys.path.insert(0, str(ROOT / "tools"))
-    from build_report import NOTEBOOKS
+    from tools.build_report import NOTEBOOKS
 
     index = (report_dir / "index.html").read_text()
     assert sorted(NOTEBOOKS) == STEMS, "tools/build_report.py's NOTEBOOKS must describe every notebook in report/"
@@ -236,8 +235,7 @@ def test_notebook_links_use_anchors_that_github_generates():
     """A link to another notebook's section works on GitHub (and the builder maps it to nbconvert's heading id)."""
     import nbformat
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from build_report import github_slug
+    from tools.build_report import github_slug
 
     slugs = {}
     for stem in STEMS:
@@ -254,8 +252,7 @@ def test_notebook_links_use_anchors_that_github_generates():
 
 
 def test_the_builder_refuses_a_link_to_a_missing_heading():
-    sys.path.insert(0, str(ROOT / "tools"))
-    from build_report import link_pages
+    from tools.build_report import link_pages
 
     pages = {"a": '<h2 id="1.-Set-up">1. Set up<a class="anchor-link" href="#1.-Set-up">¶</a></h2>', "b": ""}
     assert link_pages('<a href="a.ipynb#1-set-up">', "b", pages) == '<a href="a.html#1.-Set-up">'
@@ -270,8 +267,7 @@ def test_the_builder_refuses_a_link_to_a_missing_heading():
 def test_a_page_opens_with_its_title_and_leaves_out_what_is_not_for_reading(report_dir, stem):
     """The title comes before any code; the Colab install cell is a one-line note; cells whose output is the
     machine's (timings, versions) are left out; "Your answer" prompts say where to answer."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import build_report
+    from tools import build_report
 
     page = (report_dir / f"{stem}.html").read_text()
     body = page[page.index("<main>") :]  # the styles above name the cell classes too

@@ -6,9 +6,22 @@ import pytest
 import torch
 
 from smoothgrad_lib.cli import main
-from smoothgrad_lib.roar import code_version, mean_accuracy, remove_top, roar, roar_report, stored_grid
+from smoothgrad_lib.faithfulness import baseline_images, pixel_ranking
+from smoothgrad_lib.maps import saliency_map
+from smoothgrad_lib.methods import all_attributions
+from smoothgrad_lib.roar import (
+    code_version,
+    mean_accuracy,
+    remove_top,
+    roar,
+    roar_maps,
+    roar_report,
+    smoothing_levels,
+    stored_grid,
+)
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.train import train
+from smoothgrad_lib.twins import load_twin
 
 
 def test_remove_top_replaces_exactly_the_top_pixels():
@@ -35,6 +48,38 @@ def test_a_random_ranking_removes_the_same_count_anywhere_and_ties_are_shuffled(
     assert not torch.equal(picks[0], picks[1])  # a tie (constant map) is broken at random, by the seed
     with pytest.raises(ValueError, match="fraction"):
         remove_top(images, constant, 1.5, "mean")
+
+
+def test_remove_top_removes_the_first_places_of_the_faithfulness_ranking_and_fills_as_its_baselines():
+    images = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    maps = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(3)).round(decimals=1)  # many ties
+    places = pixel_ranking(maps, torch.Generator().manual_seed(4)).view(2, 1, 6, 6)
+    for fill in ("mean", "blur", 0.25):
+        out = remove_top(images, maps, 0.4, fill, generator=torch.Generator().manual_seed(4))
+        assert torch.equal(out, torch.where(places < 14, baseline_images(images, fill), images))
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+def test_roar_maps_read_the_level_and_aggregate_from_each_name():
+    data = make_shapes(3, seed=4)
+    names = ("smoothgrad_abs_0.3", "grad_cam", "smoothgrad_square_0.05", "smoothgrad_raw_0.3")
+    assert smoothing_levels(names) == {0.3: ("abs", "raw"), 0.05: ("square",)}
+    maps = roar_maps(data, names, n_samples=4, seed=7, progress=False)
+    out = all_attributions(
+        load_twin("relu"),
+        data.images,
+        data.labels,
+        gradcam_layer="14",
+        seed=7,
+        levels={0.3: ("abs", "raw"), 0.05: ("square",)},
+        n_samples=4,
+        ig_steps=8,
+        methods={"smoothgrad", "grad_cam"},
+    )
+    for name in names:
+        assert torch.equal(maps[name], saliency_map(out[name], normalize=None))
+    with pytest.raises(ValueError, match="unknown method 'smoothgrad_abs'"):
+        roar_maps(data, ("smoothgrad_abs",), progress=False)
 
 
 def test_background_fill_removes_the_shape():

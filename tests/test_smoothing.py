@@ -104,7 +104,7 @@ def test_best_beta_picks_the_largest_cosine(seeded):
     model, x = relu_cnn(), torch.rand(2, 3, 4, 4, generator=seeded(11))
     target = vanilla_gradient(sm.softplus_copy(model, 3.0), x, 0)
     betas = [1.0, 3.0, 10.0, 100.0]
-    cosines = sm.softplus_cosines(model, x, 0, target, betas)
+    cosines = sm.softplus_cosines(model, x, 0, reference=target, betas=betas)
     beta, best = sm.best_beta(cosines, betas)
     assert beta.tolist() == [3.0, 3.0] and torch.allclose(best, torch.ones(2, dtype=best.dtype))
 

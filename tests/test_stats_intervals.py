@@ -11,6 +11,7 @@ interval and fails for the percentile bootstrap at n <= 12.
 import numpy as np
 import pytest
 import torch
+from numpy.random import default_rng as rng
 from scipy import stats as scipy_stats
 
 from smoothgrad_lib.stats import (
@@ -30,7 +31,7 @@ def coverage(samples: np.ndarray, truth: float, method: str, **kwargs) -> float:
     """Share of the rows of ``samples`` (R, n) whose ``mean_ci`` holds ``truth``; bootstrap seeds 0..R-1."""
     hits = [
         (ci.low <= truth <= ci.high)
-        for ci in (mean_ci(row, method=method, seed=k, **kwargs) for k, row in enumerate(samples))
+        for ci in (mean_ci(row, method=method, generator=rng(k), **kwargs) for k, row in enumerate(samples))
     ]
     return float(np.mean(hits))
 
@@ -48,7 +49,10 @@ def test_the_old_percentile_bootstrap_undercovers_at_small_n(n):
     """Why ``bootstrap_ci`` is replaced: at n = 4 and 5 its nominal 95% interval covers about 0.8 of the time."""
     samples = np.random.default_rng(200 + n).normal(0.0, 1.0, size=(REPLICATIONS, n))
     old = np.mean(
-        [low <= 0 <= high for _, low, high in (bootstrap_ci(row, n_boot=999, seed=k) for k, row in enumerate(samples))]
+        [
+            low <= 0 <= high
+            for _, low, high in (bootstrap_ci(row, n_boot=999, generator=rng(k)) for k, row in enumerate(samples))
+        ]
     )
     assert old < 0.90  # more than 10 Monte-Carlo standard errors below 0.95
     assert coverage(samples, 0.0, "t") > old + 0.08  # the t-interval on the same samples
@@ -61,11 +65,14 @@ def test_bca_beats_the_percentile_bootstrap_on_skewed_data_and_t_beats_both():
     bca = np.array(
         [
             (ci.low <= 1 <= ci.high)
-            for ci in (mean_ci(r, method="bca", n_boot=999, seed=k) for k, r in enumerate(samples))
+            for ci in (mean_ci(r, method="bca", n_boot=999, generator=rng(k)) for k, r in enumerate(samples))
         ]
     )
     old = np.array(
-        [low <= 1 <= high for _, low, high in (bootstrap_ci(r, n_boot=999, seed=k) for k, r in enumerate(samples))]
+        [
+            low <= 1 <= high
+            for _, low, high in (bootstrap_ci(r, n_boot=999, generator=rng(k)) for k, r in enumerate(samples))
+        ]
     )
     t = np.array([(ci.low <= 1 <= ci.high) for ci in map(mean_ci, samples)])
     # paired over the same samples: the difference is measured from the replications where the two disagree
@@ -88,10 +95,20 @@ def test_mean_ci_t_is_the_textbook_interval():
 @pytest.mark.parametrize("method", INTERVAL_METHODS)
 def test_mean_ci_methods_bracket_the_mean_and_are_seeded(method):
     values = np.random.default_rng(1).exponential(size=40)
-    ci = mean_ci(values, method=method, n_boot=999, seed=3)
+    ci = mean_ci(values, method=method, n_boot=999, generator=rng(3))
     assert ci.low < ci.estimate < ci.high and ci.estimate == pytest.approx(values.mean())
     assert ci.n == 40 and ci.method == method
-    assert mean_ci(values, method=method, n_boot=999, seed=3) == ci
+    assert mean_ci(values, method=method, n_boot=999, generator=rng(3)) == ci
+    # No generator: numpy's default_rng(0), the same draws every call.
+    assert mean_ci(values, method=method, n_boot=999) == mean_ci(values, method=method, n_boot=999, generator=rng(0))
+
+
+def test_the_percentile_bootstraps_draw_from_the_generator_given():
+    values = np.random.default_rng(2).exponential(size=12)
+    assert bootstrap_ci(values) == bootstrap_ci(values, generator=rng(0)) != bootstrap_ci(values, generator=rng(1))
+    shared = rng(5)  # a generator goes on drawing: a second call gets new resamples
+    assert bootstrap_ci(values, generator=shared) != bootstrap_ci(values, generator=shared)
+    assert paired_bootstrap_ci(values, values / 2, generator=rng(4)) == bootstrap_ci(values / 2, generator=rng(4))
 
 
 def test_constant_values_give_a_zero_width_interval_and_bad_input_is_refused():

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from smoothgrad_lib import twins
-from smoothgrad_lib.probes import accuracy
+from smoothgrad_lib.classification import accuracy
 from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import (
     TWINS,
@@ -75,11 +74,3 @@ def test_bad_names():
         load_twin("tanh")
     with pytest.raises(ValueError, match=r"activation must be one of \('relu', 'softplus'\), got 'tanh'"):
         ShapesCNN("tanh")
-
-
-def test_twins_accuracy_is_deprecated_and_is_probes_accuracy():
-    data = make_shapes(50, seed=7)
-    model = load_twin("relu")
-    with pytest.warns(DeprecationWarning, match="probes.accuracy"):
-        old = twins.accuracy
-    assert old(model, data) == accuracy(model, data.images, data.labels)
