@@ -478,31 +478,25 @@ def check_gradient(fn: Callable[..., torch.Tensor], *, hidden: int | None = None
         )
         yield f"{case.label.split(',')[0]}: closed form{name}"
 
+    def twin(name: str, seed: int, n: int, what: str) -> Iterator[str]:
+        model, images, labels = _twin_case(name, seed=seed, n=n)
+        got = _tensor(
+            _run(fn, model, images, labels, forbidden=GRADIENT_RULES, seeded=False), tuple(images.shape), "a gradient"
+        )
+        _compare(got, vanilla_gradient(model, images, labels), 1e-4, f"{what}: against vanilla_gradient")
+        yield f"{what}: vanilla_gradient"
+        again = _run(fn, model, images, labels, forbidden=GRADIENT_RULES, seeded=False)
+        if not torch.equal(got, _tensor(again, tuple(images.shape), "a gradient")):
+            raise Failed("two calls on the same input gave different gradients: a gradient has no randomness")
+        yield f"{what}: deterministic"
+
     def properties() -> Iterator[str]:
         yield from closed_form(_case(0, (2, 3, 4, 4), 5, curved=False), "")
-        twin, images, labels = _twin_case()
-        first = _tensor(
-            _run(fn, twin, images, labels, forbidden=GRADIENT_RULES, seeded=False),
-            tuple(images.shape),
-            "a gradient shaped like x",
-        )
-        _compare(first, vanilla_gradient(twin, images, labels), 1e-4, "ReLU twin: against vanilla_gradient")
-        yield "ReLU twin: vanilla_gradient"
-        second = _run(fn, twin, images, labels, forbidden=GRADIENT_RULES, seeded=False)
-        if not torch.equal(first, _tensor(second, tuple(images.shape), "a gradient")):
-            raise Failed("two calls on the same input gave different gradients: a gradient has no randomness")
-        yield "deterministic"
+        yield from twin("relu", 7, 2, "ReLU twin")
         seed = _hidden_seed(hidden, 11)
         if seed is not None:
             yield from closed_form(_case(seed, (3, 2, 5, 7), 6, curved=True, span=2.0), " (hidden)")
-            twin, images, labels = _twin_case("softplus", seed=seed % 1000, n=3)
-            got = _tensor(
-                _run(fn, twin, images, labels, forbidden=GRADIENT_RULES, seeded=False),
-                tuple(images.shape),
-                "a gradient",
-            )
-            _compare(got, vanilla_gradient(twin, images, labels), 1e-4, "hidden case, Softplus twin, 3 images")
-            yield "Softplus twin (hidden)"
+            yield from twin("softplus", seed % 1000, 3, "Softplus twin (hidden)")
 
     return _result("1.1", properties())
 
