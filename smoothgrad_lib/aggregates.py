@@ -47,12 +47,29 @@ class Estimate(NamedTuple):
 
 
 def check_aggregate(aggregate: str, allowed: tuple[str, ...] = AGGREGATES) -> None:
+    """Raise a ValueError that lists the choices unless ``aggregate`` is one of ``allowed``.
+
+    Examples:
+        >>> check_aggregate("abs")
+        >>> check_aggregate("mean")
+        Traceback (most recent call last):
+            ...
+        ValueError: aggregate must be one of ('abs', 'square', 'raw', 'vargrad'), got 'mean'.
+    """
     if aggregate not in allowed:
         raise ValueError(f"aggregate must be one of {allowed}, got {aggregate!r}.")
 
 
 def relative_error(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """``||stderr||_2 / ||mean||_2`` per image, for estimates (B, ...): (B,) float64 (the module's convention)."""
+    """``||stderr||_2 / ||mean||_2`` per image, for estimates (B, ...): (B,) float64 (the module's convention).
+
+    Examples:
+        An error of norm 0.5 on a mean of norm 5; an exact estimate; an error on a zero mean:
+
+        >>> mean = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
+        >>> relative_error(mean, torch.tensor([[0.5, 0.0], [0.0, 0.0], [1.0, 0.0]])).tolist()
+        [0.1, 0.0, inf]
+    """
     error, signal = stderr.flatten(1).double().norm(dim=1), mean.flatten(1).double().norm(dim=1)
     return torch.where(error == 0, torch.zeros_like(error), error / signal)
 
@@ -65,6 +82,11 @@ def without_offset(estimate: Estimate) -> Estimate:
     the least (in L2), so ``relative_error`` and ``montecarlo.predict_samples`` of this estimate measure the error
     against what a reader can see. The mean is treated as fixed (its own Monte-Carlo error, ``||s|| / sqrt(CHW)``,
     is negligible). Accepts (B, C, H, W) or (C, H, W).
+
+    Examples:
+        >>> estimate = Estimate(torch.tensor([[[1.0, 3.0]]]), torch.ones(1, 1, 2), 4)   # one (C, H, W) = (1, 1, 2) map
+        >>> without_offset(estimate).mean.tolist(), torch.equal(without_offset(estimate).stderr, estimate.stderr)
+        ([[[-1.0, 1.0]]], True)
     """
     mean = estimate.mean
     batch = mean if mean.ndim == 4 else mean[None]
@@ -78,6 +100,13 @@ def snr_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
     ``saliency_map(..., reduce="max")`` shows, at each pixel, the channel with the largest
     ``|m|``; this is that channel's ``|m| / s``. A pixel with SNR below about 2 has a
     value (for ``raw``, a sign) that the next run can change.
+
+    Examples:
+        The pixel shows channel 1 (``|-4| > |3|``), whose SNR is 4 / 2:
+
+        >>> mean, stderr = torch.tensor([3.0, -4.0]).reshape(1, 2, 1, 1), torch.tensor([1.0, 2.0]).reshape(1, 2, 1, 1)
+        >>> snr_map(mean, stderr).tolist()
+        [[[2.0]]]
     """
     if mean.shape != stderr.shape or mean.ndim != 4:
         shapes = f"{tuple(mean.shape)} and {tuple(stderr.shape)}"
@@ -95,6 +124,14 @@ def display_error_map(mean: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
     (``abs``'s floor ``E|G|``, say), unlike ``snr_map``, which is about that floor there; so it says, for the
     aggregate displayed, where a pixel's shade could change on the next run (near 1) and where it cannot (near 0).
     A map without contrast gives infinity (NaN where ``s`` is 0 too).
+
+    Examples:
+        The shown map [1, 3] has contrast (standard deviation) 1; a constant added to it changes nothing:
+
+        >>> mean, stderr = torch.tensor([[[[1.0, 3.0]]]]), torch.full((1, 1, 1, 2), 0.5)
+        >>> shown = display_error_map(mean, stderr)
+        >>> shown.tolist(), torch.equal(display_error_map(mean + 10, stderr), shown)
+        ([[[0.5, 0.5]]], True)
     """
     if mean.shape != stderr.shape or mean.ndim != 4:
         shapes = f"{tuple(mean.shape)} and {tuple(stderr.shape)}"
@@ -110,6 +147,13 @@ def aggregate_samples(samples: torch.Tensor, aggregate: Aggregate, dim: int = 1)
 
     The module's definitions, summed in float64 and cast back (``"vargrad"``:
     the population variance), as ``smoothgrad(..., aggregate=...)`` computes them.
+
+    Examples:
+        Gradients -1 and 3: mean |G| = 2, mean G^2 = 5, mean G = 1, variance 5 - 1 = 4:
+
+        >>> samples = torch.tensor([[-1.0, 3.0]])                # (B, N) = (1, 2)
+        >>> [aggregate_samples(samples, aggregate).item() for aggregate in AGGREGATES]
+        [2.0, 5.0, 1.0, 4.0]
     """
     check_aggregate(aggregate)
     values = samples.detach().double()
@@ -118,7 +162,12 @@ def aggregate_samples(samples: torch.Tensor, aggregate: Aggregate, dim: int = 1)
 
 
 def pair_units(grads: torch.Tensor, sampling: str) -> torch.Tensor:
-    """(B, N, ...) -> (B, N, ...) for iid draws, (B, N/2, 2, ...) for antithetic pairs."""
+    """(B, N, ...) -> (B, N, ...) for iid draws, (B, N/2, 2, ...) for antithetic pairs.
+
+    Examples:
+        >>> pair_units(torch.zeros(1, 4, 3), "iid").shape, pair_units(torch.zeros(1, 4, 3), "antithetic").shape
+        (torch.Size([1, 4, 3]), torch.Size([1, 2, 2, 3]))
+    """
     if grads.ndim < 3:
         raise ValueError(f"gradients must be (B, N, ...) from noisy_gradients, got shape {tuple(grads.shape)}.")
     if sampling == "iid":
@@ -139,6 +188,15 @@ def estimate_from_gradients(
     gradients for iid sampling, consecutive pairs for antithetic sampling),
     so that several aggregates can be read off one set of draws. Only the
     means of a function of G: ``"raw"``, ``"abs"``, ``"square"``.
+
+    Examples:
+        Gradients 1, 3, 5, 7: iid, the standard error is ``sd / sqrt(4) = sqrt(20 / 3) / 2``; antithetic, the pair means
+        2 and 6 are the units, with standard error ``sqrt(8 / 2) = 2``:
+
+        >>> grads = torch.tensor([1.0, 3.0, 5.0, 7.0]).reshape(1, 4, 1, 1, 1)      # (B, N, C, H, W)
+        >>> iid, pairs = estimate_from_gradients(grads, "raw"), estimate_from_gradients(grads, "raw", "antithetic")
+        >>> iid.mean.item(), round(iid.stderr.item(), 5), round((20 / 3) ** 0.5 / 2, 5), pairs.stderr.item()
+        (4.0, 1.29099, 1.29099, 2.0)
     """
     check_aggregate(aggregate, tuple(MEAN_OF))
     units = pair_units(grads, sampling)
@@ -179,7 +237,15 @@ class RunningMoments:
         self.sums: dict[str, torch.Tensor] = dict.fromkeys(names)  # allocated on the first chunk's device and shape
 
     def add(self, owner: torch.Tensor, grads: torch.Tensor) -> None:
-        """Add the gradients (n, ...) of the images ``owner`` (n,), contiguous per image, whole pairs if paired."""
+        """Add the gradients (n, ...) of the images ``owner`` (n,), contiguous per image, whole pairs if paired.
+
+        Examples:
+            >>> moments = RunningMoments(2, "raw", paired=False)
+            >>> moments.add(torch.tensor([0, 0, 1]), torch.tensor([[1.0], [3.0], [5.0]]))   # image 0: 1, 3; image 1: 5
+            >>> moments.add(torch.tensor([1]), torch.tensor([[7.0]]))                        # image 1: 7
+            >>> moments.mean().flatten().tolist(), moments.gradients_per_image().tolist()
+            ([2.0, 6.0], [2, 2])
+        """
         if self.device is None:
             self.device, self.shape = grads.device, torch.Size((len(self.units), *grads.shape[1:]))
             self.dtype = torch.float32 if grads.device.type == "mps" else torch.float64
@@ -214,11 +280,30 @@ class RunningMoments:
         return (self.sums["uu"] - k * u * u) / (k - 1)
 
     def mean(self) -> torch.Tensor:
+        """The current estimate per image, (B, ...): the mean of the units (``"vargrad"``: ``p_bar - q_bar^2``).
+
+        Examples:
+            >>> moments = RunningMoments(1, "square", paired=False)
+            >>> moments.add(torch.zeros(2, dtype=torch.long), torch.tensor([[1.0], [-3.0]]))
+            >>> moments.mean().flatten().tolist()                    # (1 + 9) / 2
+            [5.0]
+        """
         if self.aggregate == "vargrad":
             return (self._per_unit("p") - self._per_unit("q").square()).clamp_min(0)
         return self._per_unit("u")
 
     def stderr(self) -> torch.Tensor:
+        """Its Monte-Carlo standard error, (B, ...): see the class (NaN below 2 units, 3 for ``"vargrad"``).
+
+        Examples:
+            For ``"vargrad"`` of gradients 0, 2, 4: V = 20/3 - 4 = 8/3, and the leave-one-out variances 1, 4, 1 give the
+            jackknife ``sqrt(2/3 * (1 + 4 + 1)) = 2``:
+
+            >>> moments = RunningMoments(1, "vargrad", paired=False)
+            >>> moments.add(torch.zeros(3, dtype=torch.long), torch.tensor([[0.0], [2.0], [4.0]]))
+            >>> round(moments.mean().item(), 6), round(moments.stderr().item(), 6)
+            (2.666667, 2.0)
+        """
         k = self._units()
         if self.aggregate == "vargrad":
             return torch.where(k >= 3, self._jackknife_vargrad().clamp_min(0).sqrt(), math.nan)
@@ -244,8 +329,25 @@ class RunningMoments:
         return (m / k) * (dd / m**2 + 2 * dbb / m**3 + bb_spread / m**4)
 
     def relative_error(self) -> torch.Tensor:
-        """``relative_error`` of the current estimate per image (B,), on the CPU."""
+        """``relative_error`` of the current estimate per image (B,), on the CPU.
+
+        Examples:
+            Gradients 1 and 3: mean 2, standard error ``sqrt(2 / 2) = 1``:
+
+            >>> moments = RunningMoments(1, "raw", paired=False)
+            >>> moments.add(torch.zeros(2, dtype=torch.long), torch.tensor([[1.0], [3.0]]))
+            >>> moments.relative_error().tolist()
+            [0.5]
+        """
         return relative_error(self.mean(), self.stderr()).cpu()
 
     def gradients_per_image(self) -> torch.Tensor:
+        """Gradients added per image so far, (B,) long: the units, twice them for antithetic pairs.
+
+        Examples:
+            >>> moments = RunningMoments(1, "abs", paired=True)
+            >>> moments.add(torch.zeros(4, dtype=torch.long), torch.tensor([[1.0], [-1.0], [2.0], [-2.0]]))  # two pairs
+            >>> moments.units.tolist(), moments.gradients_per_image().tolist()
+            ([2], [4])
+        """
         return self.units * (2 if self.paired else 1)

@@ -103,6 +103,18 @@ def deletion_curve(
 
     Returns:
         (B, steps + 1) probabilities.
+
+    Examples:
+        With logits ``(s, -s)``, ``p_0 = sigmoid(2 s)``: deleting the 4 pixels of ones (to 0) one at a time gives
+        s = 4, 3, 2, 1, 0, and the curve ends at the baseline's probability 1/2:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False)).eval()
+        >>> model[1].weight.data[:] = torch.tensor([[1.0], [-1.0]])    # logits (s, -s), s = sum of the pixels
+        >>> curve = deletion_curve(model, torch.ones(1, 1, 2, 2), torch.ones(1, 2, 2), 0, baseline=0.0, steps=4)
+        >>> torch.allclose(curve, torch.sigmoid(torch.tensor([[8.0, 6.0, 4.0, 2.0, 0.0]]))), curve[0, -1].item()
+        (True, 0.5)
     """
     return _perturbation_curve(model, x, maps, target, baseline, steps, batch_size, generator, reveal=False)
 
@@ -128,6 +140,18 @@ def insertion_curve(
 
     Returns:
         (B, steps + 1) probabilities.
+
+    Examples:
+        On the model of ``deletion_curve``'s example, the mirror image of the deletion curve:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False)).eval()
+        >>> model[1].weight.data[:] = torch.tensor([[1.0], [-1.0]])    # logits (s, -s), s = sum of the pixels
+        >>> x, maps = torch.ones(1, 1, 2, 2), torch.ones(1, 2, 2)
+        >>> inserted = insertion_curve(model, x, maps, 0, baseline=0.0, steps=4)
+        >>> torch.equal(inserted, deletion_curve(model, x, maps, 0, baseline=0.0, steps=4).flip(1))
+        True
     """
     return _perturbation_curve(model, x, maps, target, baseline, steps, batch_size, generator, reveal=True)
 
@@ -136,6 +160,13 @@ def curve_auc(curve: torch.Tensor) -> torch.Tensor:
     """Area under deletion or insertion curves (B, steps + 1): trapezoids over the fraction of pixels moved, [0, 1].
 
     Returns (B,), in probability units (between 0 and 1).
+
+    Examples:
+        A constant curve's area is its value; a straight fall from 1 to 0 has area 1/2:
+
+        >>> import torch
+        >>> curve_auc(torch.tensor([[0.25, 0.25, 0.25], [1.0, 0.5, 0.0]])).tolist()
+        [0.25, 0.5]
     """
     if curve.ndim != 2 or curve.shape[1] < 2:
         raise ValueError(f"curve must have shape (B, steps + 1) with steps >= 1, got {tuple(curve.shape)}.")
@@ -153,6 +184,11 @@ def aopc(curve: torch.Tensor) -> torch.Tensor:
     carry a bootstrap interval. Differences from the paper: pixels instead of
     9x9 regions, and the deletion baseline of the curve instead of uniform noise.
     Larger is better. Returns (B,).
+
+    Examples:
+        >>> import torch
+        >>> aopc(torch.tensor([[1.0, 0.5, 0.0], [0.5, 0.5, 0.5]])).tolist()    # drops 0, 0.5, 1; none
+        [0.5, 0.0]
     """
     if curve.ndim != 2 or curve.shape[1] < 2:
         raise ValueError(f"curve must be a deletion curve (B, steps + 1) with steps >= 1, got {tuple(curve.shape)}.")
@@ -305,6 +341,21 @@ def infidelity(
 
     Returns:
         (B,) float, >= 0.
+
+    Examples:
+        A linear model's gradient predicts every change exactly, at any scale with ``normalize``:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False)).eval()
+        >>> model[1].weight.data[:] = torch.tensor([[1.0], [-1.0]])    # logits (s, -s), s = sum of the pixels
+        >>> gradient = model[1].weight[0].detach().reshape(1, 1, 2, 2)    # of logit 0
+        >>> x, generator = torch.ones(2, 1, 2, 2), torch.Generator().manual_seed(0)
+        >>> float(infidelity(model, lambda x: gradient.expand_as(x), x, 0, generator=generator).max()) < 1e-10
+        True
+        >>> scaled = infidelity(model, lambda x: 5 * gradient.expand_as(x), x, 0, generator=generator, normalize=True)
+        >>> float(scaled.max()) < 1e-10
+        True
     """
     check_model(model, x)
     check_images(x)

@@ -38,6 +38,14 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (B,) bool.
+
+    Examples:
+        >>> import torch
+        >>> masks = torch.zeros(2, 2, 2, dtype=torch.bool)
+        >>> masks[:, 0, 0] = True
+        >>> maps = torch.tensor([[[0.9, 0.1], [0.2, 0.3]], [[0.1, 0.9], [0.2, 0.3]]])
+        >>> pointing_game(maps, masks).tolist()
+        [True, False]
     """
     flat, inside = _flatten(maps, masks)
     is_max = flat == flat.amax(1, keepdim=True)
@@ -60,6 +68,14 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (B,) in the dtype of ``maps``.
+
+    Examples:
+        Positive relevance 3 + 1 = 4, of which 3 inside; the negative pixel counts as none:
+
+        >>> import torch
+        >>> masks = torch.tensor([[[True, False], [False, False]]])
+        >>> relevance_mass(torch.tensor([[[3.0, 1.0], [0.0, -2.0]]]), masks).tolist()
+        [0.75]
     """
     flat, inside = _flatten(maps, masks)
     positive = flat.clamp_min(0)
@@ -84,6 +100,15 @@ def relevance_rank(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (B,) float64.
+
+    Examples:
+        A map whose top pixel is the mask's one pixel scores 1; a constant map scores ``K / (H W) = 1 / 4``:
+
+        >>> import torch
+        >>> masks = torch.tensor([[[True, False], [False, False]]])
+        >>> top = torch.tensor([[[0.9, 0.1], [0.2, 0.3]]])
+        >>> relevance_rank(top, masks).tolist(), relevance_rank(torch.ones(1, 2, 2), masks).tolist()
+        ([1.0], [0.25])
     """
     flat, inside = _flatten(maps, masks)
     below, up_to = _tie_bounds(flat)
@@ -113,6 +138,15 @@ def mask_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (B,) float64.
+
+    Examples:
+        A map equal to the mask separates it perfectly, its reverse not at all, a constant map is chance:
+
+        >>> import torch
+        >>> masks = torch.tensor([[[True, True], [False, False]]])
+        >>> maps = torch.cat([masks.double(), 1 - masks.double(), torch.ones(1, 2, 2)])
+        >>> mask_auc(maps, masks.expand(3, 2, 2)).tolist()
+        [1.0, 0.0, 0.5]
     """
     flat, inside = _flatten(maps, masks, need_outside=True)
     below, up_to = _tie_bounds(flat)
@@ -135,6 +169,13 @@ def dilate(masks: torch.Tensor, pixels: int) -> torch.Tensor:
 
     Returns:
         (B, H, W) bool.
+
+    Examples:
+        >>> import torch
+        >>> point = torch.zeros(1, 5, 5, dtype=torch.bool)
+        >>> point[0, 2, 2] = True
+        >>> dilate(point, 1)[0].int().tolist()[1:4], int(dilate(point, 2).sum())   # a 3x3, then a 5x5 square
+        ([[0, 1, 1, 1, 0], [0, 1, 1, 1, 0], [0, 1, 1, 1, 0]], 25)
     """
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.ndim != 3:
         raise TypeError("masks must be a bool tensor of shape (B, H, W).")
@@ -157,6 +198,16 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -
 
     Returns:
         (B,) float64 in [-1, 1].
+
+    Examples:
+        An increasing transform keeps the ranking; a sign flip reverses it, unless ``absolute``:
+
+        >>> import torch
+        >>> a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> rank_correlation(a, a**3).item(), rank_correlation(a, -a).item()
+        (1.0, -1.0)
+        >>> rank_correlation(a, -a, absolute=True).item()
+        1.0
     """
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim < 2:
         raise ValueError("a and b must be tensors of the same shape (B, ...), with a batch axis first.")
@@ -216,6 +267,12 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
     Returns:
         (B,) float64.
+
+    Examples:
+        >>> import torch
+        >>> ramp = torch.linspace(0, 1, 64).reshape(1, 8, 8)
+        >>> round(ssim(ramp, ramp).item(), 6)
+        1.0
     """
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim != 3:
         raise ValueError("a and b must be maps of the same shape (B, H, W).")
@@ -234,6 +291,13 @@ def neighbour_difference(maps: torch.Tensor) -> torch.Tensor:
     The average of the two directions' means, in the units of the map (for
     maps in [0, 1]: a fraction of the colour scale). Lower is smoother; it
     measures high spatial frequency, not how a map changes with the input.
+
+    Examples:
+        Horizontal neighbours differ by 1, vertical ones by 2:
+
+        >>> import torch
+        >>> neighbour_difference(torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])).tolist()
+        [1.5]
     """
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (B, H, W), got {tuple(maps.shape)}.")
@@ -248,6 +312,14 @@ def spatial_autocorrelation(maps: torch.Tensor) -> torch.Tensor:
     neighbour. It is unchanged by ``a m + b`` with ``a > 0`` (offset- and scale-free), so a denser map (more
     pixels lit) does not read as rougher, as it can under ``neighbour_difference``. White noise gives about 0,
     a map that varies slowly in space nearly 1; higher is smoother. A constant map gives NaN.
+
+    Examples:
+        A ramp ``i + j`` is perfectly correlated with its shifted self, a checkerboard perfectly anti-correlated:
+
+        >>> import torch
+        >>> i, j = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+        >>> [round(v, 6) for v in spatial_autocorrelation(torch.stack([i + j, (-1) ** (i + j)])).tolist()]
+        [1.0, -1.0]
     """
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (B, H, W), got {tuple(maps.shape)}.")
@@ -258,6 +330,13 @@ def brightest_share(maps: torch.Tensor, fraction: float = 0.01) -> torch.Tensor:
     """Share of each map's total (B, H, W), maps >= 0, held by its ``fraction`` brightest pixels: (B,).
 
     A uniform map gives ``fraction``; a map whose saliency sits on a few pixels gives nearly 1.
+
+    Examples:
+        >>> import torch
+        >>> spike = torch.zeros(1, 10, 10)
+        >>> spike[0, 3, 4] = 5.0
+        >>> round(brightest_share(torch.ones(1, 10, 10)).item(), 6), brightest_share(spike).item()   # 1 of 100 pixels
+        (0.01, 1.0)
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
@@ -275,6 +354,15 @@ def far_share(maps: torch.Tensor, masks: torch.Tensor, distance: float = 4.0) ->
     the mask keeps its spill-over near the mask (a small share); saliency
     spread evenly over the image puts most of it far away. NaN for a map with
     nothing outside the mask.
+
+    Examples:
+        A uniform row of 8 pixels with its first pixel as mask: 3 of the 7 outside pixels lie more than 4 away:
+
+        >>> import torch
+        >>> mask = torch.zeros(1, 1, 8, dtype=torch.bool)
+        >>> mask[0, 0, 0] = True
+        >>> round(far_share(torch.ones(1, 1, 8), mask).item(), 6), round(3 / 7, 6)
+        (0.428571, 0.428571)
     """
     if maps.shape != masks.shape or maps.ndim != 3:
         raise ValueError(f"maps and masks must both be (B, H, W), got {tuple(maps.shape)} and {tuple(masks.shape)}.")
@@ -296,6 +384,14 @@ def localisation(
     * ``"mass"``, ``"mass_dilated"``: share of the map's total inside the mask
       / the dilated mask (``relevance_mass``; changes under transforms like squaring);
     * ``"far"``: share of the out-of-mask saliency more than ``far`` pixels from the mask (``far_share``).
+
+    Examples:
+        >>> import torch
+        >>> masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+        >>> masks[0, 3:5, 3:5] = True
+        >>> scores = localisation(masks.float(), masks)           # a map that is the mask
+        >>> sorted(scores), scores["auc"].item(), scores["mass"].item()
+        (['auc', 'auc_dilated', 'far', 'mass', 'mass_dilated'], 1.0, 1.0)
     """
     grown = dilate(masks, dilation)
     return {
@@ -313,6 +409,17 @@ def edge_maps(images: torch.Tensor) -> torch.Tensor:
     scikit-image's ``sobel`` on each channel (its border handling), then the
     maximum over channels, as ``saliency_map`` reduces attributions: the map an
     edge detector would draw, to compare saliency maps with (Adebayo et al., 2018).
+
+    Examples:
+        A constant image has no edges; a vertical step has them only along the step:
+
+        >>> import torch
+        >>> step = torch.zeros(1, 3, 8, 8)
+        >>> step[..., 4:] = 1.0
+        >>> edges = edge_maps(step)
+        >>> flat = edge_maps(torch.ones(1, 3, 8, 8))
+        >>> edges.shape, float(flat.abs().max()), bool((edges[..., [0, 1, 6, 7]] == 0).all())
+        (torch.Size([1, 8, 8]), 0.0, True)
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a tensor (B, C, H, W), got {getattr(images, 'shape', type(images))}.")

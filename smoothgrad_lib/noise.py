@@ -25,7 +25,12 @@ NOISE_BLOCK_COPIES = 64
 
 
 def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A fresh ``torch.Generator`` on ``device`` seeded with ``seed``: one per measurement, each reproducible alone."""
+    """A fresh ``torch.Generator`` on ``device`` seeded with ``seed``: one per measurement, each reproducible alone.
+
+    Examples:
+        >>> torch.equal(torch.rand(3, generator=seeded_generator(0)), torch.rand(3, generator=seeded_generator(0)))
+        True
+    """
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -76,14 +81,29 @@ def noise_std(
 
 
 def default_noise_std(x: torch.Tensor, noise_level: float | None, sigma: float | torch.Tensor | None) -> torch.Tensor:
-    """``noise_std`` with SmoothGrad's default: ``noise_level=DEFAULT_NOISE_LEVEL`` when neither is given."""
+    """``noise_std`` with SmoothGrad's default: ``noise_level=DEFAULT_NOISE_LEVEL`` when neither is given.
+
+    Examples:
+        >>> x = torch.zeros(1, 1, 2, 2)
+        >>> x[0, 0, 0, 0] = 2.0                                   # the image spans [0, 2]
+        >>> round(float(default_noise_std(x, None, None)), 6), float(default_noise_std(x, None, 0.5))
+        (0.3, 0.5)
+    """
     if noise_level is None and sigma is None:
         noise_level = DEFAULT_NOISE_LEVEL
     return noise_std(x, noise_level=noise_level, sigma=sigma)
 
 
 def check_generator(generator: torch.Generator | None, x: torch.Tensor) -> None:
-    """The generator must live on the device type of ``x`` (None: the global generator)."""
+    """The generator must live on the device type of ``x`` (None: the global generator).
+
+    Examples:
+        >>> check_generator(torch.Generator(), torch.zeros(2))  # both on the CPU: nothing to say
+        >>> check_generator(torch.Generator(), torch.zeros(2, device="meta"))
+        Traceback (most recent call last):
+            ...
+        ValueError: generator is on cpu but x is on meta: create it with torch.Generator(device=x.device).
+    """
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(
             f"generator is on {generator.device} but x is on {x.device}: "
@@ -92,7 +112,16 @@ def check_generator(generator: torch.Generator | None, x: torch.Tensor) -> None:
 
 
 def check_sampling(sampling: str, n_samples: int) -> bool:
-    """Whether ``sampling`` is antithetic, after checking it (antithetic needs an even ``n_samples``)."""
+    """Whether ``sampling`` is antithetic, after checking it (antithetic needs an even ``n_samples``).
+
+    Examples:
+        >>> check_sampling("iid", 3), check_sampling("antithetic", 4)
+        (False, True)
+        >>> check_sampling("antithetic", 3)
+        Traceback (most recent call last):
+            ...
+        ValueError: antithetic sampling draws gradients in pairs: n_samples must be even, got 3.
+    """
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}.")
     antithetic = sampling == "antithetic"
@@ -115,7 +144,16 @@ class NormalStream:
         self.buffer = torch.empty((0, *shape), device=device, dtype=dtype)
 
     def take(self, count: int) -> torch.Tensor:
-        """The next ``count`` standard normal copies, (count, *shape)."""
+        """The next ``count`` standard normal copies, (count, *shape).
+
+        Examples:
+            The same copies whatever the chunks they are taken in (100 copies span two blocks of 64):
+
+            >>> shape, cpu = torch.Size([2]), torch.device("cpu")
+            >>> a, b = (NormalStream(shape, torch.Generator().manual_seed(0), cpu, torch.float32) for _ in range(2))
+            >>> torch.equal(a.take(100), torch.cat([b.take(30), b.take(70)]))
+            True
+        """
         parts = []
         while count > 0:
             if not len(self.buffer):
@@ -128,7 +166,15 @@ class NormalStream:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def take_pairs(self, count: int, antithetic: bool) -> torch.Tensor:
-        """``count`` copies; antithetic: ``count / 2`` draws ``eps`` each followed by ``-eps``."""
+        """``count`` copies; antithetic: ``count / 2`` draws ``eps`` each followed by ``-eps``.
+
+        Examples:
+            >>> generator = torch.Generator().manual_seed(0)
+            >>> stream = NormalStream(torch.Size([3]), generator, torch.device("cpu"), torch.float32)
+            >>> eps = stream.take_pairs(4, antithetic=True)
+            >>> eps.shape, torch.equal(eps[1], -eps[0]), torch.equal(eps[3], -eps[2])
+            (torch.Size([4, 3]), True, True)
+        """
         if not antithetic:
             return self.take(count)
         half = self.take(count // 2)
@@ -162,7 +208,12 @@ def gaussian_noise(x: torch.Tensor, generator: torch.Generator | None = None) ->
 
 
 def owners(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The image index of every noisy copy, ``counts[b]`` copies of image b in a row: (sum counts,) long."""
+    """The image index of every noisy copy, ``counts[b]`` copies of image b in a row: (sum counts,) long.
+
+    Examples:
+        >>> owners(torch.tensor([2, 0, 3]), torch.device("cpu")).tolist()
+        [0, 0, 2, 2, 2]
+    """
     return torch.repeat_interleave(torch.arange(len(counts)), counts).to(device)
 
 
@@ -174,5 +225,15 @@ def noisy_copies(
     ``batch`` (B, C, H, W), ``stdev`` (B, 1, 1, 1) from ``noise_std``, ``owner``
     (n,) image indices (from ``owners``, in chunks); with ``antithetic`` the
     copies come in pairs ``x + eps, x - eps`` (``owner`` must hold whole pairs).
+
+    Examples:
+        Image 0 with sigma 0 is copied unchanged; an antithetic pair of image 1 averages back to it:
+
+        >>> x = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
+        >>> stream = NormalStream(x.shape[1:], torch.Generator().manual_seed(0), x.device, x.dtype)
+        >>> stdev, owner = torch.tensor([0.0, 0.5]).reshape(2, 1, 1, 1), owners(torch.tensor([2, 2]), x.device)
+        >>> copies = noisy_copies(x, stdev, owner, stream, antithetic=True)
+        >>> torch.equal(copies[:2], x[[0, 0]]), torch.allclose(copies[2:].mean(0), x[1])
+        (True, True)
     """
     return batch[owner] + stdev[owner] * stream.take_pairs(len(owner), antithetic)

@@ -455,6 +455,14 @@ def _check_tolerance(tolerance: float, max_samples: int, n_samples: int, samplin
 
 
 def default_batch_size(x: torch.Tensor) -> int:
-    """Noisy copies per forward pass chosen for the device of ``x`` (B, C, H, W)."""
+    """Noisy copies per forward pass chosen for the device of ``x`` (B, C, H, W).
+
+    Examples:
+        The CPU budget is 10 images of 3x224x224 worth of elements, whatever the batch size of ``x``:
+
+        >>> import torch
+        >>> default_batch_size(torch.zeros(1, 3, 224, 224)), default_batch_size(torch.zeros(7, 3, 112, 112))
+        (10, 40)
+    """
     budget = _ELEMENTS_PER_BATCH.get(x.device.type, _ELEMENTS_PER_BATCH["cpu"])
     return max(1, budget // x[0].numel())

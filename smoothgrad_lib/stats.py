@@ -96,7 +96,13 @@ def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation between corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,)."""
+    """Pearson correlation between corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,).
+
+    Examples:
+        >>> a = torch.tensor([[1.0, 2.0, 4.0]])
+        >>> round(pearson(a, 2 * a + 1).item(), 12), round(pearson(a, -a).item(), 12)
+        (1.0, -1.0)
+    """
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
     x, y = a.detach().flatten(1).double(), b.detach().flatten(1).double()
@@ -112,6 +118,12 @@ def spearman_brown(reliability: torch.Tensor | float, factor: float) -> torch.Te
     the two halves that gave ``r`` (Spearman 1910, Brown 1910). With
     ``factor=2`` it turns the correlation of two N-sample maps into the
     reliability of one 2N-sample map.
+
+    Examples:
+        Two halves that correlate 0.5 make a whole of reliability ``2 * 0.5 / 1.5``:
+
+        >>> round(spearman_brown(0.5, 2), 6)
+        0.666667
     """
     return factor * reliability / (1 + (factor - 1) * reliability)
 
@@ -131,17 +143,31 @@ def disattenuated_correlation(
     map then takes the magnitude map's spatial envelope, and the result is
     near 1 even where the mean gradient is exactly 0 (``tests/test_stats_nulls.py``).
     Correlate signed maps (``montecarlo.signed_split_half``) instead.
+
+    Examples:
+        >>> round(disattenuated_correlation(0.45, 0.9, 0.9), 12)    # 0.45 / 0.9
+        0.5
     """
     return r_ab / (reliability_a * reliability_b) ** 0.5
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,)."""
+    """Cosine similarity of corresponding items of ``a`` and ``b`` (B, ...), over all their other axes: (B,).
+
+    Examples:
+        >>> cosine(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 2.0], [-3.0, -3.0]])).tolist()
+        [0.0, -1.0]
+    """
     return nn.functional.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1)
 
 
 def relative_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``||b - a|| / ||a||`` per item of a batch (B, ...), in float64: (B,)."""
+    """``||b - a|| / ||a||`` per item of a batch (B, ...), in float64: (B,).
+
+    Examples:
+        >>> relative_change(torch.tensor([[3.0, 4.0]]), torch.tensor([[3.0, 5.0]])).tolist()   # ||(0, 1)|| / ||(3, 4)||
+        [0.2]
+    """
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
     x, y = a.detach().flatten(1).double(), b.detach().flatten(1).double()
@@ -153,6 +179,12 @@ def loglog_slope(x: Sequence[float], y: Sequence[float], confidence: float = 0.9
 
     The interval assumes independent points scattered around a straight line;
     it is too narrow when the points share data or the curve bends.
+
+    Examples:
+        Points on y = x^2 lie on a line of slope 2 with no scatter:
+
+        >>> [round(value, 6) for value in loglog_slope([1, 2, 4, 8], [1, 4, 16, 64])]
+        [2.0, 2.0, 2.0]
     """
     if len(x) < 3:
         raise ValueError(f"a slope with a confidence interval needs at least 3 points, got {len(x)}.")
@@ -176,6 +208,10 @@ class Interval(NamedTuple):
         low, high: the interval's bounds.
         n: how many values (images) the mean is over.
         method: how the interval was made (``"t"``, ``"bca"`` or ``"percentile"``).
+
+    Examples:
+        >>> print(Interval(0.052, 0.006, 0.1, 500, "t"))
+        0.052 [0.006, 0.100] (n = 500, t)
     """
 
     estimate: float
@@ -191,7 +227,12 @@ class Interval(NamedTuple):
 
 
 def significant_decimals(values: Sequence[float], digits: int = 3) -> int:
-    """Decimals that give the largest finite ``|value|`` ``digits`` significant digits (at least 0)."""
+    """Decimals that give the largest finite ``|value|`` ``digits`` significant digits (at least 0).
+
+    Examples:
+        >>> significant_decimals([0.052, 0.1]), significant_decimals([123.4]), significant_decimals([0.09996])
+        (3, 0, 3)
+    """
     largest = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
     if largest == 0:
         return digits - 1
@@ -288,6 +329,16 @@ def paired_test(
     ``holm``). The p-value matches ``paired_ci(a, b)``: it is below
     ``1 - level`` exactly when the t-interval excludes 0. Differences that are
     all zero give 1; all equal and non-zero, 0.
+
+    Examples:
+        Differences 1, 2, 3 give t = 2 / (1 / sqrt(3)) with 2 degrees of freedom, whose two-sided p-value is
+        ``1 - t / sqrt(2 + t^2) = 1 - sqrt(6 / 7)``:
+
+        >>> import math
+        >>> round(paired_test([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]), 6), round(1 - math.sqrt(6 / 7), 6)
+        (0.07418, 0.07418)
+        >>> paired_test([1.0, 2.0], [1.0, 2.0]), paired_test([2.0, 3.0], [1.0, 2.0])   # no difference; always 1
+        (1.0, 0.0)
     """
     first, second = (
         x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, float) for x in (a, b)
@@ -315,6 +366,12 @@ def holm(p_values: np.ndarray | Sequence[float]) -> np.ndarray:
     most alpha whatever the dependence between the tests. The smallest
     p-value gets Bonferroni's ``k p``; the adjusted values are never below the
     raw ones and keep their order. Several families at once: (..., k).
+
+    Examples:
+        Sorted, 0.01, 0.03, 0.04 become 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04):
+
+        >>> holm([0.01, 0.04, 0.03]).round(6).tolist()
+        [0.03, 0.06, 0.06]
     """
     p = np.asarray(p_values, dtype=float)
     if p.ndim == 0 or p.shape[-1] == 0:
@@ -377,7 +434,13 @@ class Contrast(NamedTuple):
     adjusted: float
 
     def outcome(self, alpha: float = 0.05) -> int:
-        """+1 if the adjusted p-value is below ``alpha`` and the difference positive, -1 if negative, else 0."""
+        """+1 if the adjusted p-value is below ``alpha`` and the difference positive, -1 if negative, else 0.
+
+        Examples:
+            >>> interval = mean_ci([1.0, 2.0, 3.0])                  # a positive mean difference
+            >>> Contrast(interval, p=0.01, adjusted=0.03).outcome(), Contrast(interval, p=0.01, adjusted=0.2).outcome()
+            (1, 0)
+        """
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
         if self.adjusted >= alpha:
