@@ -363,11 +363,7 @@ def infidelity(
     x = x.detach()
     classes = clean_classes(model, x, target)
     rows = torch.arange(x.shape[0], device=x.device)
-    attribution = explain_fn(x)
-    if not isinstance(attribution, torch.Tensor) or attribution.ndim != 4 or attribution.shape[0] != x.shape[0]:
-        shape = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
-        raise ValueError(f"explain_fn must return (B, C, H, W) or (B, 1, H, W) like x {tuple(x.shape)}; got {shape}.")
-    attribution = attribution.detach().to(x.device)
+    attribution = _checked_attribution(explain_fn(x), x)
     with torch.no_grad(), float32_precision(False):
         clean = checked_logits(model, x)[rows, classes]
         predicted, actual = [], []
@@ -375,7 +371,19 @@ def infidelity(
             perturbation = gaussian_perturbations(x, noise_std, generator)
             predicted.append((perturbation * attribution).flatten(1).sum(1))
             actual.append(clean - checked_logits(model, x - perturbation)[rows, classes])
-    predicted_sums, differences = torch.stack(predicted, 1), torch.stack(actual, 1)  # (B, n_samples)
+    return _infidelity(torch.stack(predicted, 1), torch.stack(actual, 1), normalize)
+
+
+def _checked_attribution(attribution: object, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(attribution, torch.Tensor) or attribution.ndim != 4 or attribution.shape[0] != x.shape[0]:
+        shape = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
+        raise ValueError(f"an attribution must be (B, C, H, W) or (B, 1, H, W) like x {tuple(x.shape)}; got {shape}.")
+    return attribution.detach().to(x.device)
+
+
+def _infidelity(predicted_sums: torch.Tensor, differences: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Mean over samples of (I . e - (f(x) - f(x - I)))^2 from (B, n_samples) sums and differences, after the
+    optimal rescaling of e when ``normalize``."""
     if normalize:
         num, den = (predicted_sums * differences).sum(1), predicted_sums.square().sum(1)
         beta = torch.where(den == 0, torch.zeros_like(den), num / torch.where(den == 0, torch.ones_like(den), den))
@@ -394,8 +402,12 @@ def infidelities(
     generator: torch.Generator | None = None,
     normalize: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """``infidelity`` of several fixed attributions of ``x``, by label, each on the same perturbations: the
-    generator's state is restored before each map, so that differences between maps are paired. Each (B,) float64.
+    """``infidelity`` of several fixed attributions of ``x``, by label, each (B,) float64, on the same perturbations
+    (so that differences between maps are paired).
+
+    Each equals ``infidelity(model, lambda _: attribution, x, target, ..., generator=...)`` called with the
+    generator in the state it has here. The perturbations and the logit changes they cause are computed once for
+    all the maps: one forward pass per perturbation, whatever the number of maps.
 
     Examples:
         A linear model's gradient predicts every perturbation exactly; a zero map predicts none (with
@@ -410,19 +422,23 @@ def infidelities(
         >>> float(scores["gradient"].max()) < 1e-10, bool((scores["zero"] > 0).all())
         (True, True)
     """
-    state = None if generator is None else generator.get_state()
-    scores = {}
-    for label, attribution in attributions.items():
-        if state is not None:
-            generator.set_state(state)
-        scores[label] = infidelity(
-            model,
-            lambda _, a=attribution: a,
-            x,
-            target,
-            n_samples=n_samples,
-            noise_std=noise_std,
-            generator=generator,
-            normalize=normalize,
-        ).double()
-    return scores
+    check_model(model, x)
+    check_images(x)
+    check_count("n_samples", n_samples)
+    x = x.detach()
+    classes = clean_classes(model, x, target)
+    rows = torch.arange(x.shape[0], device=x.device)
+    maps = {label: _checked_attribution(a, x) for label, a in attributions.items()}
+    predicted: dict[str, list[torch.Tensor]] = {label: [] for label in maps}
+    actual = []
+    with torch.no_grad(), float32_precision(False):
+        clean = checked_logits(model, x)[rows, classes]
+        for _ in range(n_samples):
+            perturbation = gaussian_perturbations(x, noise_std, generator)
+            for label, attribution in maps.items():
+                predicted[label].append((perturbation * attribution).flatten(1).sum(1))
+            actual.append(clean - checked_logits(model, x - perturbation)[rows, classes])
+    differences = torch.stack(actual, 1)
+    return {
+        label: _infidelity(torch.stack(sums, 1), differences, normalize).double() for label, sums in predicted.items()
+    }

@@ -8,8 +8,9 @@ from captum.metrics import sensitivity_max
 from torch import nn
 
 from smoothgrad_lib import vanilla_gradient
-from smoothgrad_lib.faithfulness import gaussian_perturbations, infidelity
+from smoothgrad_lib.faithfulness import gaussian_perturbations, infidelities, infidelity
 from smoothgrad_lib.methods import attribution_methods, explanation_function
+from smoothgrad_lib.models import load_model
 from smoothgrad_lib.robustness import (
     class_sensitivity,
     explanation_robustness,
@@ -17,6 +18,7 @@ from smoothgrad_lib.robustness import (
     max_sensitivity,
     uniform_ball_noise,
 )
+from smoothgrad_lib.shapes import make_shapes
 
 
 def tiny_relu_net(seed: int = 0) -> nn.Module:
@@ -254,3 +256,30 @@ def test_the_map_representation_is_the_channel_maximum_of_the_absolute_attributi
     assert torch.equal(shown, model[1].weight[1].reshape(1, 3, 2, 2).abs().amax(1, keepdim=True).expand(2, -1, -1, -1))
     with pytest.raises(ValueError, match="representation"):
         explanation_function("vanilla", model, 1, representation="display")
+
+
+def test_infidelities_of_several_maps_equal_infidelity_of_each_on_the_same_perturbations():
+    model = load_model("shapes-relu", device="cpu").model
+    data = make_shapes(4, seed=3)
+    maps = {
+        "gradient": vanilla_gradient(model, data.images, data.labels),
+        "constant": torch.ones(4, 1, 64, 64),
+        "zero": torch.zeros(4, 1, 64, 64),
+    }
+    together = infidelities(
+        model, maps, data.images, data.labels, n_samples=5, noise_std=0.05, generator=torch.Generator().manual_seed(1)
+    )
+    for label, attribution in maps.items():
+        alone = infidelity(
+            model,
+            lambda _, a=attribution: a,
+            data.images,
+            data.labels,
+            n_samples=5,
+            noise_std=0.05,
+            generator=torch.Generator().manual_seed(1),
+            normalize=True,
+        )
+        assert torch.equal(together[label], alone.double()), label
+    with pytest.raises(ValueError, match="attribution must be"):
+        infidelities(model, {"bad": torch.zeros(3, 1, 64, 64)}, data.images, data.labels)
