@@ -86,7 +86,7 @@ NOTEBOOKS = {
         "01 · Vanilla Gradient",
         "the gradient of a class logit as a map; why it is speckled: jumps along a line through input space (a "
         "refinement test), ReLU units that flip, and why that is not the same as spatial speckle",
-        25,
+        28,
     ),
     "02-smoothgrad": Notebook(
         "02 · SmoothGrad",
@@ -94,14 +94,14 @@ NOTEBOOKS = {
         "seeds) vs Monte-Carlo noise; smoothness by lag-1 autocorrelation; the noise × N grid with the model's "
         "accuracy on the noisy copies; the four aggregates' reliability, checked on a null; localisation on shapes "
         "with known evidence (rank-based, with CIs); noise conventions (PAIR vs Captum)",
-        50,
+        56,
     ),
     "03-taylor-and-variance": Notebook(
         "03 · Taylor and variance",
         "the theory tested: bias against σ (σ² for smooth nets, √(kinks crossed) for ReLU), what the 1/N law does and "
         "does not explain, per-pixel signal-to-noise, E|G| vs |E G| vs |∇g(x)|, reference-free convergence; error "
         "bars and the N a target error needs, antithetic pairs, Stein's lemma, Softplus_β",
-        79,
+        93,
     ),
     "04-evaluation": Notebook(
         "04 · Evaluation",
@@ -109,14 +109,16 @@ NOTEBOOKS = {
         "deletion/insertion/AOPC with an on-manifold and a black baseline, localisation against known evidence masks, "
         "for twelve maps with paired CIs and Holm-adjusted primary contrasts; SmoothGrad against the vanilla "
         "gradient, a blurred vanilla map, Captum's methods and a random map",
-        93,
+        123,
     ),
     "05-robustness": Notebook(
         "05 · Robustness and retraining",
-        "what SmoothGrad is for: max-sensitivity and local Lipschitz (common vs independent noise), infidelity, "
-        "RemOve And Retrain with background and mean fills (a stored grid and one cell live), class sensitivity, "
-        "with LRP beside vanilla, SmoothGrad, a blurred vanilla map, Integrated Gradients and Grad-CAM",
-        115,
+        "what SmoothGrad is for, measured like for like (one representation, the same noise at both ends) and "
+        "each test on a null first: max-sensitivity and local Lipschitz (common vs independent noise), infidelity "
+        "against its no-information floor, RemOve And Retrain with background and mean fills beside each map's "
+        "shape recall (a stored grid and one cell live), class sensitivity, with LRP beside vanilla, SmoothGrad, a "
+        "blurred vanilla map, Integrated Gradients and Grad-CAM",
+        151,
     ),
     "06-statistics-appendix": Notebook(
         "06 · Appendix: the statistics",
@@ -124,7 +126,7 @@ NOTEBOOKS = {
         "percentile bootstrap's narrowness at small n, paired differences, Holm's adjustment, split-half reliability "
         "and Spearman–Brown (with the |map| null), disattenuation, the jackknife, mask AUC as a rank statistic, "
         "log-log slopes with CIs (and what shared draws do to them)",
-        12,
+        13,
     ),
 }
 NAV_STYLE = """<style>
