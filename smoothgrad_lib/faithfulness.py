@@ -359,19 +359,17 @@ def infidelity(
     """
     check_model(model, x)
     check_images(x)
-    check_count("n_samples", n_samples)
-    x = x.detach()
-    classes = clean_classes(model, x, target)
-    rows = torch.arange(x.shape[0], device=x.device)
-    attribution = _checked_attribution(explain_fn(x), x)
-    with torch.no_grad(), float32_precision(False):
-        clean = checked_logits(model, x)[rows, classes]
-        predicted, actual = [], []
-        for _ in range(n_samples):
-            perturbation = gaussian_perturbations(x, noise_std, generator)
-            predicted.append((perturbation * attribution).flatten(1).sum(1))
-            actual.append(clean - checked_logits(model, x - perturbation)[rows, classes])
-    return _infidelity(torch.stack(predicted, 1), torch.stack(actual, 1), normalize)
+    scores = infidelities(
+        model,
+        {"e": explain_fn(x.detach())},
+        x,
+        target,
+        n_samples=n_samples,
+        noise_std=noise_std,
+        generator=generator,
+        normalize=normalize,
+    )
+    return scores["e"].to(x.dtype)
 
 
 def _checked_attribution(attribution: object, x: torch.Tensor) -> torch.Tensor:
@@ -405,9 +403,8 @@ def infidelities(
     """``infidelity`` of several fixed attributions of ``x``, by label, each (B,) float64, on the same perturbations
     (so that differences between maps are paired).
 
-    Each equals ``infidelity(model, lambda _: attribution, x, target, ..., generator=...)`` called with the
-    generator in the state it has here. The perturbations and the logit changes they cause are computed once for
-    all the maps: one forward pass per perturbation, whatever the number of maps.
+    ``infidelity`` is this function for one map. The perturbations and the logit changes they cause are computed
+    once for all the maps: one forward pass per perturbation, whatever the number of maps.
 
     Examples:
         A linear model's gradient predicts every perturbation exactly; a zero map predicts none (with

@@ -258,7 +258,7 @@ def test_the_map_representation_is_the_channel_maximum_of_the_absolute_attributi
         explanation_function("vanilla", model, 1, representation="display")
 
 
-def test_infidelities_of_several_maps_equal_infidelity_of_each_on_the_same_perturbations():
+def test_infidelities_of_several_maps_equal_each_map_scored_alone_on_the_same_perturbations():
     model = load_model("shapes-relu", device="cpu").model
     data = make_shapes(4, seed=3)
     maps = {
@@ -266,20 +266,15 @@ def test_infidelities_of_several_maps_equal_infidelity_of_each_on_the_same_pertu
         "constant": torch.ones(4, 1, 64, 64),
         "zero": torch.zeros(4, 1, 64, 64),
     }
+    options = dict(n_samples=5, noise_std=0.05)
     together = infidelities(
-        model, maps, data.images, data.labels, n_samples=5, noise_std=0.05, generator=torch.Generator().manual_seed(1)
+        model, maps, data.images, data.labels, **options, generator=torch.Generator().manual_seed(1)
     )
     for label, attribution in maps.items():
-        alone = infidelity(
-            model,
-            lambda _, a=attribution: a,
-            data.images,
-            data.labels,
-            n_samples=5,
-            noise_std=0.05,
-            generator=torch.Generator().manual_seed(1),
-            normalize=True,
+        alone = infidelities(
+            model, {label: attribution}, data.images, data.labels, **options, generator=torch.Generator().manual_seed(1)
         )
-        assert torch.equal(together[label], alone.double()), label
+        assert torch.equal(together[label], alone[label]), label
+    assert float(together["zero"].min()) > 0 and float(together["gradient"].mean()) < float(together["zero"].mean())
     with pytest.raises(ValueError, match="attribution must be"):
         infidelities(model, {"bad": torch.zeros(3, 1, 64, 64)}, data.images, data.labels)
