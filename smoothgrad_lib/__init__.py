@@ -17,7 +17,7 @@ Layout, one concept per module (none imports from a module above it):
   functions), ``randomisation`` (sanity checks),
   ``probes`` (the network around an image), ``montecarlo`` (Monte-Carlo error), ``stats``;
 * data and models: ``images``, ``shapes``, ``twins``, ``models``, ``train``, ``classification`` (accuracy);
-  ``plotting``; ``explain``, ``cli``;
+  ``plotting``; ``explain``, ``evaluate`` (a folder of images on your model), ``cli``;
 * teaching: ``exercises`` (the notebooks' self-checks).
 
 Rules that keep it so:

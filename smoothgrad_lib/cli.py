@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import torch
 
 from . import explain
+from .images import DEFAULT_FIT, FITS
+from .models import MODELS
+from .noise import DEFAULT_NOISE_LEVEL
 from .train import train_and_save
 from .twins import TWINS, WEIGHTS
 
@@ -140,7 +144,56 @@ def _grade(args: argparse.Namespace) -> int:
     )
 
 
-COMMANDS = (_add_train_shapes, _add_explain, _add_roar, _add_grade)
+EVALUATE_METHODS = ("vanilla", "smoothgrad", "grad_cam", "integrated_gradients", "blurred_vanilla", "random")
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="every method's map of a folder of images on your model, scored and summarised (resumable, torchrun)",
+        description="Explain every image of a folder with each method on your model (a registry name, a "
+        "TorchScript file, or package.module:factory with --weights), keep each map (.npz), and score them: "
+        "deletion and insertion AUC, AOPC (MoRF, LeRF), the model-randomisation check with each map's noise floor, "
+        "and the declared SmoothGrad contrasts with Holm's adjustment. Resumable (a rerun skips finished images); "
+        "under torchrun each process takes its share. The module smoothgrad_lib.evaluate says what OUT holds.",
+        epilog="Exit status: 0 once the summary is written; 2 for a problem with the input (one line, before any "
+        "long work). Images that cannot be read are listed in OUT/skipped.csv.",
+    )
+    arg = parser.add_argument
+    arg("--model", required=True, help=f"{', '.join(MODELS)}, a TorchScript file, or package.module:factory")
+    arg("--images", type=Path, required=True, help="a folder of images (sub-folders included)")
+    arg("--out", type=Path, required=True, help="the folder for the results (created)")
+    arg("--weights", type=Path, help="a state dict (torch.save) for package.module:factory")
+    arg("--methods", nargs="+", default=list(EVALUATE_METHODS), help=f"default: {' '.join(EVALUATE_METHODS)}")
+    arg("--labels", type=Path, help="CSV with columns image,label (default: explain the predicted class)")
+    arg("--classes", nargs="+", help="your model's class names, in order (--labels may then use them)")
+    arg("--size", type=int, help="input side in pixels (default: the registry model's, else 224)")
+    arg("--mean", type=float, nargs="+", help="per-channel mean your model expects (default: none)")
+    arg("--std", type=float, nargs="+", help="per-channel standard deviation your model expects (default: none)")
+    arg("--channels", type=int, choices=(1, 3), default=3, help="1: greyscale input (default: 3)")
+    arg("--fit", choices=FITS, default=DEFAULT_FIT, help="how an image becomes square (default: crop)")
+    arg("--n-samples", type=int, default=10, help="SmoothGrad's noisy copies N (default: 10)")
+    arg("--noise-level", type=float, default=DEFAULT_NOISE_LEVEL, help="sigma / image range (default: 0.15)")
+    arg("--ig-steps", type=int, default=16, help="Integrated Gradients' points (default: 16)")
+    arg("--gradcam-layer", help="the module Grad-CAM explains (default: the registry's, else the last Conv2d)")
+    arg("--steps", type=int, default=16, help="deletion and insertion steps (default: 16)")
+    arg("--baseline", choices=("blur", "mean", "black"), default="blur", help="what deletion puts in (default: blur)")
+    arg("--sanity", type=int, default=16, help="images in the randomisation check (default: 16)")
+    arg("--maps-only", action="store_true", help="maps only: no scores, no summary statistics")
+    arg("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    arg("--seed", type=int, default=0, help="the seed of every random draw (default: 0)")
+    arg("--force", action="store_true", help="delete another run's results in OUT first")
+    arg("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    return evaluate.run(args)
+
+
+COMMANDS = (_add_train_shapes, _add_explain, _add_roar, _add_grade, _add_evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,5 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     for add in COMMANDS:
         add(commands)
     args = parser.parse_args(argv)
+    args.command_line = ["smoothgrad", *(sys.argv[1:] if argv is None else argv)]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return args.run(args) or 0

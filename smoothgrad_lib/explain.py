@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 
 from .aggregates import AGGREGATES, Estimate, relative_error
 from .images import DEFAULT_FIT, FITS, FORMATS, PHOTOS, Picture, fit_image, read_image
-from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, default_device, load_model
+from .models import DEFAULT_MODEL, MODELS, REGISTRY, LoadedModel, load_model, resolve_device
 from .noise import DEFAULT_NOISE_LEVEL
 from .noise import seeded_generator as generator
 from .plotting import explain_figure
@@ -356,20 +356,10 @@ def _output_path(out: Path | None, image: str) -> Path:
 
 def _device(name: str) -> torch.device:
     """``auto`` -> CUDA, then MPS, then CPU; otherwise the named device, which must be available."""
-    if name == "auto":
-        return default_device()
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CommandError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps.") from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(device.type, False):
-        raise CommandError(f"--device {name!r} is not available on this machine: use auto or cpu.")
-    return device
+        return resolve_device(name)
+    except ValueError as error:
+        raise CommandError(f"--device {error}") from None
 
 
 def _probabilities(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,33 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device called ``name``: ``"auto"`` is ``default_device()``; any other name must be available here.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("gpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'gpu' is not a device name: use auto, cpu, cuda, cuda:N or mps.
+    """
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps.") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(device.type, False):
+        raise ValueError(f"{name!r} is not available on this machine: use auto or cpu.")
+    return device
+
+
 def imagenet_categories() -> tuple[str, ...]:
     """The 1000 ImageNet class names, from torchvision's metadata (no download)."""
     import torchvision  # here, not at the top: importing torchvision takes seconds

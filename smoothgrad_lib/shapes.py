@@ -14,6 +14,7 @@ The small CNNs trained on these images are in :mod:`smoothgrad_lib.twins`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -55,6 +56,37 @@ def make_shapes(n: int, seed: int = 0, size: int = 64) -> ShapesBatch:
         torch.from_numpy(masks),
         torch.from_numpy(background),
     )
+
+
+def write_shapes(folder: str | Path, n: int, seed: int = 0, size: int = 64) -> Path:
+    """Write ``make_shapes(n, seed, size)`` to ``folder`` as 8-bit PNG files ``<class>_<i>.png`` (i = 0..n-1, zero
+    padded), and ``labels.csv`` beside them (columns ``image,label``, the label a class name); returns that CSV's path.
+
+    A folder of images with known classes, for ``smoothgrad evaluate``; the PNGs round each value to 1/255.
+
+    Examples:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     labels = write_shapes(folder, 2)
+        ...     first = labels.read_text().splitlines()[1]
+        ...     print(first, Image.open(labels.parent / first.split(",")[0]).size)
+        triangle_0.png,triangle (64, 64)
+    """
+    from PIL import Image  # here: the data layer itself needs no image library
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    batch = make_shapes(n, seed, size)
+    pixels = (batch.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    rows = ["image,label"]
+    for i, (image, label) in enumerate(zip(pixels, batch.labels.tolist(), strict=True)):
+        name = f"{CLASSES[label]}_{i:0{len(str(n - 1))}d}.png"
+        Image.fromarray(image).save(folder / name)
+        rows.append(f"{name},{CLASSES[label]}")
+    labels = folder / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    return labels
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,943 @@
+"""Your model on your images: every method's map of each image of a folder, its faithfulness, the model-randomisation
+sanity check and the declared SmoothGrad contrasts, written to a folder (``python -m smoothgrad_lib evaluate``).
+
+    python -m smoothgrad_lib evaluate --model MODEL --images DIR --out OUT [options]
+    torchrun --nproc_per_node 4 -m smoothgrad_lib evaluate --model MODEL --images DIR --out OUT [options]
+
+``MODEL`` is a registry name (``models.MODELS``), a TorchScript file (``torch.jit.save``), or
+``package.module:factory``, a function that returns an ``nn.Module`` (``--weights`` then loads a state dict into
+it with ``weights_only=True``).
+A model of your own gets ``Normalize(--mean, --std)`` as its first layer, so that it takes images in [0, 1] and the
+gradients, and SmoothGrad's sigma, are in pixel units of [0, 1] images; it must return logits (batch, classes).
+
+Each image file of ``DIR`` (and its sub-folders) is read as ``explain`` reads one (``images.read_image``), fitted to
+``--size`` and explained for its class in the ``--labels`` CSV (columns ``image,label``; the label a class index or
+name) or, without one, for the class the model predicts. Each method's map is ``max_c |a_c|`` of its attribution
+(``maps.saliency_map(a, normalize=None)``, (H, W)), and every score below is of that one representation:
+
+* deletion and insertion AUC (``faithfulness.deletion_curve``, ``insertion_curve``, ``curve_auc``; ``--steps``
+  steps, pixels replaced by, or revealed over, the ``--baseline`` image): the area under the target's softmax
+  probability, deletion smaller-is-better, insertion larger-is-better;
+* AOPC (``faithfulness.aopc``, Samek et al., 2017) of the deletion curve, most relevant first (MoRF, larger is
+  better) and least relevant first (LeRF, the map negated: smaller is better);
+* for the first ``--sanity`` images (by name): Spearman's rank correlation of the map with the map of the model
+  whose every layer was re-initialised (``randomisation.randomize_layers``, the end of Adebayo et al.'s cascade), and
+  its noise floor: with the map of the trained model drawn with other noise (1 for a deterministic method). A map
+  that reflects the model falls well below its floor.
+
+Randomness is per image: image ``name`` draws from seeds made of ``--seed`` and its name (``image_seed``), so a map
+does not depend on which process computes it, on the order, or on a resumed run. The summary's contrasts are
+declared here, before any data: SmoothGrad against the vanilla gradient and against the blurred vanilla map, on
+deletion and on insertion AUC (those of them whose methods were run), paired Student-t intervals over images and
+Holm's adjustment over the family (``stats.contrast_family``). The ``random`` map is the null: its scores are what
+a map without information gets.
+
+What ``OUT`` holds (all of it readable without this package):
+
+* ``settings.json``: what decides the results; a run on an ``OUT`` with other settings stops (``--force`` deletes
+  the old results first);
+* ``maps/<image path>.npz``: ``numpy.load`` gives one float32 array (H, W) per method name;
+* ``maps/<image path>.json``: the image's class and scores; written last, atomically: an image is done when it
+  exists, and a rerun skips it (a killed run loses at most the image in flight);
+* ``skipped.csv`` (images that could not be read, and why), ``per_image.csv`` (one row per image and method),
+  ``summary.csv`` (per method and score: mean, 95% t-interval, n), ``contrasts.csv``, ``unavailable.csv`` (methods
+  that cannot run on this model, and why), ``summary.md`` with ``figure.png``, and ``run.json`` (settings, code
+  version, command line, processes and times).
+
+Under ``torchrun`` every process loads the model, takes its share of the images not yet done through
+``torch.utils.data.DistributedSampler`` (CUDA: the GPU of its ``LOCAL_RANK``) and writes their files; process 0 checks
+the inputs first, and summarises once all are done. Processes coordinate over gloo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .faithfulness import aopc, curve_auc, deletion_curve, insertion_curve
+from .images import read_image
+from .maps import saliency_map
+from .methods import REGISTRY as METHODS
+from .methods import all_attributions
+from .metrics import rank_correlation
+from .models import MODELS, LoadedModel, Normalize, load_model, resolve_device
+from .noise import seeded_generator
+from .plotting import image_grid
+from .randomisation import randomize_layers
+from .roar import code_version
+from .stats import contrast_family, format_p, mean_ci
+
+PROG = "evaluate"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+BASELINES = {"blur": "blur", "mean": "mean", "black": 0.0}
+# Where Grad-CAM looks in the registry's models (a model of your own: its last Conv2d, or --gradcam-layer).
+GRADCAM_LAYERS = {
+    "efficientnet-lite0": "1._bn1",
+    "resnet18": "1.layer4",
+    "resnet50": "1.layer4",
+    "vgg16": "1.features.29",
+}
+SCORES = ("deletion_auc", "insertion_auc", "aopc_morf", "aopc_lerf")
+BETTER = {"deletion_auc": "smaller", "insertion_auc": "larger", "aopc_morf": "larger", "aopc_lerf": "smaller"}
+SANITY_SCORES = ("randomised_rho", "floor_rho")
+# The declared family: (score, SmoothGrad's reference); positive differences mean SmoothGrad is better.
+CONTRASTS = tuple((score, ref) for score in ("deletion_auc", "insertion_auc") for ref in ("vanilla", "blurred_vanilla"))
+SMOOTHGRAD = "smoothgrad"
+SANITY_CHECK = "model randomisation check"
+FIGURE_IMAGES = 4
+
+
+class CommandError(Exception):
+    """A problem with the command's input, reported as one line before any long work."""
+
+
+@dataclass
+class Setup:
+    """What every process needs: the model, its input, the methods that run on it, and the settings."""
+
+    model: nn.Module
+    categories: tuple[str, ...]
+    channels: int
+    size: int
+    gradcam_layer: str
+    methods: tuple[str, ...]
+    unavailable: dict[str, str]
+    device: torch.device
+    settings: dict[str, object]
+    randomised: nn.Module | None = None
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``smoothgrad evaluate`` (its options: ``cli``): exit status 0, or 2 after a one-line error."""
+    rank, world = _start_processes()
+    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # Captum's Guided Backprop
+    warnings.filterwarnings("ignore", message="Internal batch size cannot be less")  # and Integrated Gradients
+    try:
+        return _evaluate(args, rank, world)
+    except CommandError as error:
+        if rank == 0:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _evaluate(args: argparse.Namespace, rank: int, world: int) -> int:
+    started = time.perf_counter()
+    setup, problem = None, None
+    try:
+        setup = _setup(args, rank, world)
+    except CommandError as error:
+        problem = str(error)
+    _agree(problem, world)  # every process stops if one could not set up
+    assert setup is not None
+    plan: list[object] = [None, None]
+    if rank == 0:
+        try:
+            plan = [None, _prepare_out(args, setup)]
+        except CommandError as error:
+            plan = [str(error), None]
+    if world > 1:
+        dist.broadcast_object_list(plan, src=0)
+    if plan[0] is not None:
+        raise CommandError(str(plan[0]))
+    names, pending = plan[1]  # type: ignore[misc]
+    setup.labels = _read_labels(args.labels, names, setup.categories) if args.labels else {}
+    mine = _share(pending, rank, world)
+    seconds = _explain_images(args, setup, names, mine, rank, world)
+    (args.out / "ranks").mkdir(exist_ok=True)
+    _write_json(args.out / "ranks" / f"rank-{rank}.json", {"images": len(mine), "seconds": seconds})
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        summarise(args.out, wall=time.perf_counter() - started, processes=world, command=args.command_line)
+        print(f"{PROG}: {args.out / ('per_image.csv' if args.maps_only else 'summary.md')} written")
+    return 0
+
+
+def _start_processes() -> tuple[int, int]:
+    """(rank, world size): torchrun's when its variables are set (gloo process group), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(days=1))
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _agree(problem: str | None, world: int) -> None:
+    """Raise ``CommandError`` on every process when any process met a problem (the first one's text)."""
+    problems = [problem]
+    if world > 1:
+        problems = [None] * world
+        dist.all_gather_object(problems, problem)
+    first = next((p for p in problems if p is not None), None)
+    if first is not None:
+        raise CommandError(first)
+
+
+def _share(pending: Sequence[int], rank: int, world: int) -> list[int]:
+    """This process's part of the pending image indices: ``DistributedSampler``'s, in order, without the repeats it
+    pads the last round with (an image is explained once)."""
+    if world == 1:
+        return list(pending)
+    sampler = torch.utils.data.DistributedSampler(range(len(pending)), num_replicas=world, rank=rank, shuffle=False)
+    positions = range(rank, sampler.total_size, world)  # where each of its indices sits in the padded list
+    return [pending[i] for i, position in zip(sampler, positions, strict=True) if position < len(pending)]
+
+
+# ---------------------------------------------------------------------------------------------- checks and set-up
+
+
+def _setup(args: argparse.Namespace, rank: int, world: int) -> Setup:
+    """Check the options, load the model and find the methods that run on it: everything before the images."""
+    _check_options(args)
+    device = _device(args.device, rank, world)
+    loaded, source = _load(args, device)
+    size = args.size or loaded.input_size
+    probe = torch.rand(1, args.channels, size, size, generator=seeded_generator(args.seed)).to(device)
+    n_classes = _check_output(loaded.model, probe)
+    categories = _categories(args.classes or loaded.categories, n_classes)
+    gradcam_layer = _gradcam_layer(args, loaded)
+    methods, unavailable = _runnable(args, loaded.model, probe, gradcam_layer)
+    settings = {
+        "model": args.model,
+        "classes": list(categories),
+        "model_sha256": source,
+        "images": str(args.images.resolve()),
+        "labels_sha256": _sha256(args.labels) if args.labels else None,
+        "methods": list(args.methods),
+        "size": size,
+        "channels": args.channels,
+        "mean": list(loaded.mean),
+        "std": list(loaded.std),
+        "fit": args.fit,
+        "n_samples": args.n_samples,
+        "noise_level": args.noise_level,
+        "ig_steps": args.ig_steps,
+        "gradcam_layer": gradcam_layer,
+        "steps": args.steps,
+        "baseline": args.baseline,
+        "sanity": 0 if args.maps_only else args.sanity,
+        "maps_only": args.maps_only,
+        "seed": args.seed,
+        "device_type": device.type,
+    }
+    setup = Setup(loaded.model, categories, args.channels, size, gradcam_layer, methods, unavailable, device, settings)
+    if settings["sanity"]:
+        setup.randomised, problem = _randomised(loaded.model, args.seed)
+        if problem:
+            unavailable[SANITY_CHECK] = problem
+    return setup
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not args.images.is_dir():
+        raise CommandError(f"--images {str(args.images)!r} is not a folder: give the folder that holds the images.")
+    unknown = [name for name in args.methods if name not in METHODS]
+    if unknown:
+        raise CommandError(f"unknown methods {unknown}: choose from {', '.join(METHODS)}.")
+    for name, value, least in (
+        ("--n-samples", args.n_samples, 1),
+        ("--ig-steps", args.ig_steps, 1),
+        ("--steps", args.steps, 1),
+        ("--sanity", args.sanity, 0),
+    ):
+        if value < least:
+            raise CommandError(f"{name} must be an integer >= {least}, got {value}.")
+    if args.size is not None and args.size < 8:
+        raise CommandError(f"--size must be at least 8 pixels, got {args.size}.")
+    if not (math.isfinite(args.noise_level) and args.noise_level > 0):
+        raise CommandError(f"--noise-level must be a finite number > 0 (e.g. 0.15), got {args.noise_level}.")
+    if args.labels is not None and not args.labels.is_file():
+        raise CommandError(f"--labels {str(args.labels)!r} is not a file: give a CSV with columns image,label.")
+    if args.weights is not None and ":" not in args.model:
+        raise CommandError(
+            "--weights is for a model given as package.module:factory; a registry model or a "
+            "TorchScript file holds its own weights."
+        )
+
+
+def _device(name: str, rank: int, world: int) -> torch.device:
+    """The device; under torchrun, CUDA means the GPU of this process's LOCAL_RANK."""
+    try:
+        device = resolve_device(name)
+    except ValueError as error:
+        raise CommandError(_one_line(error)) from None
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return device
+
+
+def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, str | None]:
+    """The model as a ``LoadedModel`` taking [0, 1] images, and the sha256 of the file it came from (None: registry)."""
+    if args.model in MODELS:
+        if args.mean or args.std:
+            raise CommandError(f"{args.model!r} normalises its input itself: leave out --mean and --std.")
+        try:
+            loaded = load_model(args.model, device=device)
+        except (ValueError, RuntimeError) as error:
+            raise CommandError(_one_line(error)) from None
+        return loaded, None
+    network, source = _user_network(args)
+    mean = tuple(args.mean or (0.0,) * args.channels)
+    std = tuple(args.std or (1.0,) * args.channels)
+    if len(mean) != args.channels or len(std) != args.channels or min(std) <= 0:
+        raise CommandError(f"--mean and --std need {args.channels} values each (one per channel), std > 0.")
+    model = nn.Sequential(Normalize(mean, std), network) if args.mean or args.std else network
+    return LoadedModel(args.model, model.to(device).eval(), (), args.size or 224, mean, std), source
+
+
+def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
+    """A TorchScript file, or ``package.module:factory()`` with ``--weights``; and the sha256 of its file."""
+    if ":" not in args.model:
+        path = Path(args.model)
+        if not path.is_file():
+            raise CommandError(
+                f"--model {args.model!r} is neither a registry name ({', '.join(MODELS)}), a "
+                "TorchScript file, nor package.module:factory."
+            )
+        try:
+            with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it still loads
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu"), _sha256(path)
+        except (RuntimeError, ValueError) as error:
+            raise CommandError(
+                f"could not load {args.model!r} as TorchScript ({_one_line(error)[:200]}); save it "
+                "with torch.jit.save(torch.jit.script(model), path), or give package.module:factory "
+                "and --weights."
+            ) from None
+    module_name, _, factory_name = args.model.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as error:
+        raise CommandError(
+            f"--model {args.model!r}: {_one_line(error)} (the module must be importable from the "
+            "current folder or the environment)."
+        ) from None
+    network = factory()
+    if not isinstance(network, nn.Module):
+        raise CommandError(f"--model {args.model!r} returned {type(network).__name__}, not a torch.nn.Module.")
+    if args.weights is None:
+        return network, None  # type: ignore[return-value]
+    try:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except (OSError, RuntimeError, TypeError, AttributeError, ValueError) as error:
+        raise CommandError(
+            f"--weights {str(args.weights)!r} do not load into {args.model!r}: {_one_line(error)[:300]}"
+        ) from None
+    return network, _sha256(args.weights)
+
+
+def _check_output(model: nn.Module, probe: torch.Tensor) -> int:
+    """The number of classes K, after checking that the model maps (1, C, S, S) to logits (1, K)."""
+    try:
+        with torch.no_grad():
+            logits = model(probe)
+    except RuntimeError as error:
+        raise CommandError(
+            f"the model fails on a {tuple(probe.shape)} input: {_one_line(error)[:300]} (check --size and --channels)."
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 1 or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise CommandError(
+            f"the model's output for one {tuple(probe.shape)} image is {shape}, not logits "
+            "(batch, classes) with 2 classes or more: evaluate explains classifiers."
+        )
+    if not bool(logits.isfinite().all()):
+        raise CommandError("the model's output is NaN or infinite on a random image: check its weights.")
+    return int(logits.shape[1])
+
+
+def _categories(names: Sequence[str], n_classes: int) -> tuple[str, ...]:
+    """The class names (``--classes``, or the registry's), or "0".."K-1" for a model of your own without them."""
+    if not names:
+        return tuple(map(str, range(n_classes)))
+    if len(names) != n_classes:
+        raise CommandError(f"--classes gives {len(names)} names but the model has {n_classes} classes.")
+    return tuple(names)
+
+
+def _gradcam_layer(args: argparse.Namespace, loaded: LoadedModel) -> str:
+    """The module Grad-CAM explains: ``--gradcam-layer`` (of your network), the registry's, or the last Conv2d."""
+    if args.model in MODELS:
+        given = args.gradcam_layer or GRADCAM_LAYERS.get(args.model, "14")  # "14": the shapes twins' last ReLU
+        return given
+    if args.gradcam_layer:
+        return f"1.{args.gradcam_layer}" if args.mean or args.std else args.gradcam_layer  # Normalize is "0"
+    convs = [
+        name for name, m in loaded.model.named_modules() if getattr(m, "original_name", type(m).__name__) == "Conv2d"
+    ]
+    return convs[-1] if convs else ""
+
+
+def _runnable(
+    args: argparse.Namespace, model: nn.Module, probe: torch.Tensor, gradcam_layer: str
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The methods that run on the model (tried on the probe image), and why each other one does not."""
+    runs, unavailable = [], {}
+    for name in args.methods:
+        if name == "grad_cam" and not gradcam_layer:
+            unavailable[name] = "the model has no Conv2d layer; name one with --gradcam-layer"
+            continue
+        try:
+            _attributions(args, model, probe, None, (name,), gradcam_layer, args.seed)
+        except Exception as error:  # noqa: BLE001 - any failure of a method on the model is reported, not raised
+            unavailable[name] = f"{type(error).__name__}: {_one_line(error)[:300]}"
+        else:
+            runs.append(name)
+    if not runs:
+        raise CommandError(f"no method runs on this model: {unavailable}")
+    return tuple(runs), unavailable
+
+
+def _randomised(model: nn.Module, seed: int) -> tuple[nn.Module | None, str | None]:
+    """The model with every layer re-initialised, or why there is none (e.g. a TorchScript model)."""
+    try:
+        *_, (_, randomised) = randomize_layers(model, generator=seeded_generator(seed))
+    except (ValueError, RuntimeError, AttributeError, TypeError) as error:
+        return None, _one_line(error)
+    return randomised, None
+
+
+def _prepare_out(args: argparse.Namespace, setup: Setup) -> tuple[list[str], list[int]]:
+    """Process 0: check OUT against the settings (or clear it with --force), write them; the image names and the
+    indices of those not done yet."""
+    out = args.out
+    settings_path = out / "settings.json"
+    if settings_path.is_file():
+        old = json.loads(settings_path.read_text())
+        changed = [key for key in setup.settings if old.get(key) != setup.settings[key]]
+        if changed and not args.force:
+            differences = "; ".join(
+                f"{key}: {_short(old.get(key))} -> {_short(setup.settings[key])}" for key in changed[:4]
+            )
+            raise CommandError(
+                f"--out {str(out)!r} holds another run's results ({differences}): give another "
+                "--out, or --force to delete them and start again."
+            )
+        if changed:
+            _clear(out)
+    elif out.exists() and any(out.iterdir()):
+        raise CommandError(
+            f"--out {str(out)!r} is a folder that holds other files and no evaluate run: give a new or empty folder."
+        )
+    names = list_images(args.images)
+    if not names:
+        raise CommandError(f"--images {str(args.images)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+    if args.labels:
+        _read_labels(args.labels, names, setup.categories)  # its problems before any long work
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(settings_path, setup.settings)
+    _write_csv(out / "unavailable.csv", ["method", "reason"], sorted(setup.unavailable.items()))
+    pending = [i for i, name in enumerate(names) if not _record_path(out, name).is_file()]
+    return names, pending
+
+
+def _clear(out: Path) -> None:
+    """Delete what an evaluate run wrote to ``out`` (and nothing else)."""
+    for name in ("maps", "ranks"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (
+        "settings.json",
+        "skipped.csv",
+        "per_image.csv",
+        "summary.csv",
+        "contrasts.csv",
+        "unavailable.csv",
+        "summary.md",
+        "figure.png",
+        "run.json",
+    ):
+        (out / name).unlink(missing_ok=True)
+
+
+def list_images(folder: Path) -> list[str]:
+    """The image files under ``folder`` (by suffix, case-insensitive), as sorted POSIX paths relative to it."""
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _read_labels(path: Path, names: Sequence[str], categories: Sequence[str]) -> dict[str, int]:
+    """image name -> class index from the CSV (columns image,label), checked against the images and the classes."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"image", "label"} <= set(reader.fieldnames):
+            raise CommandError(f"--labels {str(path)!r} needs a header row with columns image,label.")
+        rows = [(row["image"], row["label"]) for row in reader]
+    known, index = set(names), {name: i for i, name in enumerate(categories)}
+    missing = [image for image, _ in rows if image not in known]
+    if missing:
+        raise CommandError(
+            f"--labels names {len(missing)} images that are not in --images, e.g. {missing[:3]} "
+            "(names are paths relative to the images folder)."
+        )
+    labels, unknown = {}, []
+    for image, label in rows:
+        value = index.get(label, int(label) if label.strip().lstrip("-").isdigit() else None)
+        if value is None or not 0 <= value < len(categories):
+            unknown.append(label)
+        else:
+            labels[image] = value
+    if unknown:
+        raise CommandError(
+            f"--labels has {len(unknown)} unknown classes, e.g. {unknown[:3]}: use a class index "
+            f"0..{len(categories) - 1} or one of the model's class names."
+        )
+    return labels
+
+
+# ------------------------------------------------------------------------------------------------ the images
+
+
+def image_seed(seed: int, name: str, purpose: str = "maps") -> int:
+    """The seed of image ``name``'s draws for ``purpose``: 56 bits of sha256 of them, independent of order and process.
+
+    Examples:
+        >>> image_seed(0, "a.png") == image_seed(0, "a.png") != image_seed(1, "a.png")
+        True
+    """
+    digest = hashlib.sha256(f"{seed}\0{name}\0{purpose}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+def _explain_images(
+    args: argparse.Namespace, setup: Setup, names: Sequence[str], mine: Sequence[int], rank: int, world: int
+) -> dict[str, float]:
+    """Explain and score this process's images, writing each one's files; seconds spent per stage."""
+    seconds = {"read": 0.0, "maps": 0.0, "scores": 0.0, "sanity": 0.0, "write": 0.0}
+    desc = f"images (process {rank + 1} of {world})" if world > 1 else "images"
+    for index in tqdm(mine, desc=desc, unit="image", disable=args.no_progress, position=rank, file=sys.stderr):
+        name = names[index]
+        if _record_path(args.out, name).is_file():  # done by another process meanwhile
+            continue
+        tic = time.perf_counter()
+        try:
+            x = _read(args.images / name, setup)
+        except (FileNotFoundError, ValueError, OSError) as error:
+            _write_json(_record_path(args.out, name).with_suffix(".skipped"), {"reason": _one_line(error)})
+            continue
+        seconds["read"] += time.perf_counter() - tic
+        record = _explain_one(args, setup, name, x, index, seconds)
+        tic = time.perf_counter()
+        _write_image(args.out, name, record.pop("maps"), record)
+        seconds["write"] += time.perf_counter() - tic
+    return seconds
+
+
+def _read(path: Path, setup: Setup) -> torch.Tensor:
+    """The image as the model's input (1, C, S, S) on its device."""
+    x = read_image(path, setup.size, setup.settings["fit"]).tensor  # type: ignore[arg-type]
+    if setup.channels == 1:
+        x = x.mean(0, keepdim=True)
+    return x[None].to(setup.device)
+
+
+def _explain_one(
+    args: argparse.Namespace, setup: Setup, name: str, x: torch.Tensor, index: int, seconds: dict[str, float]
+) -> dict[str, object]:
+    """One image's maps (method -> (H, W) float32 array) and record (class, scores)."""
+    tic = time.perf_counter()
+    with torch.no_grad():
+        probabilities = setup.model(x).softmax(1)[0]
+    predicted = int(probabilities.argmax())
+    target = setup.labels.get(name, predicted)
+    seed = image_seed(args.seed, name)
+    attributions = _attributions(args, setup.model, x, target, setup.methods, setup.gradcam_layer, seed)
+    maps = {method: saliency_map(a, normalize=None) for method, a in attributions.items()}
+    seconds["maps"] += time.perf_counter() - tic
+    record: dict[str, object] = {
+        "image": name,
+        "target": target,
+        "target_from": "label" if name in setup.labels else "prediction",
+        "predicted": predicted,
+        "probability": float(probabilities[target]),
+        "maps": {method: m[0].cpu().numpy().astype(np.float32) for method, m in maps.items()},
+    }
+    if args.maps_only:
+        return record
+    tic = time.perf_counter()
+    record["scores"] = _scores(args, setup, x, target, maps, seed)
+    seconds["scores"] += time.perf_counter() - tic
+    if index < setup.settings["sanity"] and setup.randomised is not None:  # type: ignore[operator]
+        tic = time.perf_counter()
+        record["sanity"] = _sanity(args, setup, name, x, target, maps)
+        seconds["sanity"] += time.perf_counter() - tic
+    return record
+
+
+def _attributions(
+    args: argparse.Namespace,
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | None,
+    methods: Sequence[str],
+    gradcam_layer: str,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """``all_attributions`` of the methods on x (1, C, S, S), keyed by the methods' registry names."""
+    out = all_attributions(
+        model,
+        x,
+        target,
+        gradcam_layer=gradcam_layer,
+        seed=seed,
+        levels={args.noise_level: ("abs",)},
+        n_samples=args.n_samples,
+        ig_steps=args.ig_steps,
+        methods=methods,
+    )
+    suffix = f"_abs_{args.noise_level:g}"
+    return {name.removesuffix(suffix) if METHODS.get(name.removesuffix(suffix)) else name: a for name, a in out.items()}
+
+
+def _scores(
+    args: argparse.Namespace,
+    setup: Setup,
+    x: torch.Tensor,
+    target: int,
+    maps: Mapping[str, torch.Tensor],
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Deletion and insertion AUC and AOPC (MoRF, LeRF) of each map: all maps' curves in one call per curve."""
+    stacked = torch.cat(list(maps.values()))  # (M, H, W)
+    images = x.expand(len(maps), -1, -1, -1)
+    options = {"baseline": BASELINES[args.baseline], "steps": args.steps}
+
+    def ties() -> torch.Generator:
+        return seeded_generator(seed, x.device)
+
+    deletion = deletion_curve(setup.model, images, stacked, target, generator=ties(), **options)
+    insertion = insertion_curve(setup.model, images, stacked, target, generator=ties(), **options)
+    least_first = deletion_curve(setup.model, images, -stacked, target, generator=ties(), **options)
+    values = {
+        "deletion_auc": curve_auc(deletion),
+        "insertion_auc": curve_auc(insertion),
+        "aopc_morf": aopc(deletion),
+        "aopc_lerf": aopc(least_first),
+    }
+    return {method: {score: float(v[i]) for score, v in values.items()} for i, method in enumerate(maps)}
+
+
+def _sanity(
+    args: argparse.Namespace, setup: Setup, name: str, x: torch.Tensor, target: int, maps: Mapping[str, torch.Tensor]
+) -> dict[str, dict[str, float]]:
+    """Spearman of each map with the randomised model's map and with the trained model's map under other noise."""
+    other = image_seed(args.seed, name, "sanity")
+    again = _attributions(args, setup.model, x, target, setup.methods, setup.gradcam_layer, other)
+    random = _attributions(args, setup.randomised, x, target, setup.methods, setup.gradcam_layer, other)
+    return {
+        method: {
+            "randomised_rho": float(rank_correlation(saliency_map(random[method], normalize=None), m)[0]),
+            "floor_rho": float(rank_correlation(saliency_map(again[method], normalize=None), m)[0]),
+        }
+        for method, m in maps.items()
+    }
+
+
+def _record_path(out: Path, name: str) -> Path:
+    return out / "maps" / f"{name}.json"
+
+
+def _write_image(out: Path, name: str, maps: Mapping[str, np.ndarray], record: Mapping[str, object]) -> None:
+    """The maps (.npz), then the record (.json), each atomically: the record's presence means the image is done."""
+    path = _record_path(out, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **maps)
+    _atomic_write(path.with_suffix(".npz"), buffer.getvalue())
+    path.with_suffix(".skipped").unlink(missing_ok=True)
+    _write_json(path, record)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _write_json(path: Path, value: object) -> None:
+    _atomic_write(path, (json.dumps(value, indent=1, allow_nan=True) + "\n").encode())
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    _atomic_write(path, text.getvalue().encode())
+
+
+# ------------------------------------------------------------------------------------------------ the summary
+
+
+def read_records(out: Path) -> list[dict[str, object]]:
+    """Every finished image's record in ``out``, by image name."""
+    records = [json.loads(path.read_text()) for path in (out / "maps").rglob("*.json")]
+    return sorted(records, key=lambda record: record["image"])
+
+
+def summarise(out: Path, *, wall: float | None = None, processes: int = 1, command: Sequence[str] = ()) -> None:
+    """Write the CSV files, ``summary.md``, ``figure.png`` and ``run.json`` of ``out`` from its image records."""
+    settings = json.loads((out / "settings.json").read_text())
+    records = read_records(out)
+    skipped = sorted(
+        (path.relative_to(out / "maps").as_posix().removesuffix(".skipped"), json.loads(path.read_text())["reason"])
+        for path in (out / "maps").rglob("*.skipped")
+    )
+    _write_csv(out / "skipped.csv", ["image", "reason"], skipped)
+    rows = _per_image_rows(records)
+    _write_csv(out / "per_image.csv", list(rows[0]) if rows else ["image"], [list(r.values()) for r in rows])
+    ranks = [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank-*.json"))]
+    stages = {stage: sum(r["seconds"][stage] for r in ranks) for stage in ranks[0]["seconds"]} if ranks else {}
+    unavailable = _read_csv(out / "unavailable.csv")
+    run_record = {
+        "settings": settings,
+        "code_version": code_version(),
+        "command": " ".join(command),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "processes": processes,
+        "images": len(records),
+        "skipped": len(skipped),
+        "unavailable": dict(unavailable),
+        "seconds": {"wall": wall, **stages},
+    }
+    _write_json(out / "run.json", run_record)
+    if settings["maps_only"] or not records:
+        return
+    methods = [m for m in records[0]["scores"]]  # type: ignore[union-attr]
+    summary = _summary_rows(records, methods)
+    _write_csv(out / "summary.csv", list(summary[0]), [list(r.values()) for r in summary])
+    contrasts = _contrast_rows(records, methods)
+    _write_csv(
+        out / "contrasts.csv", list(contrasts[0]) if contrasts else ["contrast"], [list(r.values()) for r in contrasts]
+    )
+    _figure(out, settings, records[:FIGURE_IMAGES], methods)
+    (out / "summary.md").write_text(_page(settings, run_record, summary, contrasts, skipped, unavailable))
+
+
+def _per_image_rows(records: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+    rows = []
+    for record in records:
+        head = {key: record[key] for key in ("image", "target", "target_from", "predicted", "probability")}
+        for method, scores in record.get("scores", {"": {}}).items():  # type: ignore[union-attr]
+            sanity = record.get("sanity", {}).get(method, {})  # type: ignore[union-attr]
+            rows.append(
+                head
+                | ({"method": method} if method else {})
+                | scores
+                | {s: sanity.get(s, "") for s in SANITY_SCORES if method}
+            )
+    return rows
+
+
+def _summary_rows(records: Sequence[Mapping[str, object]], methods: Sequence[str]) -> list[dict[str, object]]:
+    """Per method and score: the mean over images with its 95% t-interval (sanity: over the images checked)."""
+    rows = []
+    for method in methods:
+        for score in (*SCORES, *SANITY_SCORES):
+            source = "scores" if score in SCORES else "sanity"
+            values = np.array([r[source][method][score] for r in records if source in r], dtype=float)
+            defined = values[np.isfinite(values)]
+            interval = mean_ci(defined) if len(defined) >= 2 else None
+            rows.append(
+                {
+                    "method": method,
+                    "score": score,
+                    "better": BETTER.get(score, "lower than the floor" if score == "randomised_rho" else ""),
+                    "mean": _rounded(
+                        interval.estimate if interval else float(defined.mean()) if len(defined) else "nan"
+                    ),
+                    "low": _rounded(interval.low) if interval else "",
+                    "high": _rounded(interval.high) if interval else "",
+                    "n": len(defined),
+                    "undefined": len(values) - len(defined),
+                }
+            )
+    return rows
+
+
+def _contrast_rows(records: Sequence[Mapping[str, object]], methods: Sequence[str]) -> list[dict[str, object]]:
+    """The declared family (``CONTRASTS``) among the methods run: paired t-intervals, p and Holm's adjusted p."""
+    pairs = {}
+    for score, reference in CONTRASTS:
+        if SMOOTHGRAD not in methods or reference not in methods or len(records) < 2:
+            continue
+        ours = np.array([r["scores"][SMOOTHGRAD][score] for r in records])  # type: ignore[index]
+        theirs = np.array([r["scores"][reference][score] for r in records])  # type: ignore[index]
+        pairs[(score, reference)] = (theirs, ours) if BETTER[score] == "smaller" else (ours, theirs)
+    if not pairs:
+        return []
+    family = contrast_family(pairs)
+    return [
+        {
+            "contrast": f"{SMOOTHGRAD} vs {reference}",
+            "score": score,
+            "difference": "reference - smoothgrad" if BETTER[score] == "smaller" else "smoothgrad - reference",
+            "estimate": _rounded(c.interval.estimate),
+            "low": _rounded(c.interval.low),
+            "high": _rounded(c.interval.high),
+            "n": c.interval.n,
+            "p": _rounded(c.p),
+            "p_holm": _rounded(c.adjusted),
+            "outcome": {1: "smoothgrad better", -1: "smoothgrad worse", 0: "not distinguishable"}[c.outcome()],
+        }
+        for (score, reference), c in family.items()
+    ]
+
+
+def _rounded(value: float | str) -> float | str:
+    return value if isinstance(value, str) else float(f"{value:.6g}")
+
+
+def _figure(
+    out: Path, settings: Mapping[str, object], records: Sequence[Mapping[str, object]], methods: Sequence[str]
+) -> None:
+    """``figure.png``: the first images and each method's map, each map scaled to its 99th percentile."""
+    import matplotlib.pyplot as plt  # here: matplotlib loads in seconds and only process 0 draws
+
+    panels, titles = [], []
+    for record in records:
+        name = str(record["image"])
+        image = read_image(Path(str(settings["images"])) / name, int(settings["size"]), str(settings["fit"])).tensor
+        maps = np.load(_record_path(out, name).with_suffix(".npz"))
+        shown = [saliency_map(torch.from_numpy(maps[m])[None], normalize="percentile") for m in methods]
+        panels.append([image, *shown])
+        titles.append([f"{name[:24]}\nclass {record['target']}", *methods])
+    fig = image_grid(panels, titles, colorbar="map / its 99th percentile (no unit)")
+    fig.savefig(out / "figure.png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _page(
+    settings: Mapping[str, object],
+    run_record: Mapping[str, object],
+    summary: Sequence[Mapping[str, object]],
+    contrasts: Sequence[Mapping[str, object]],
+    skipped: Sequence[tuple[str, str]],
+    unavailable: Sequence[tuple[str, str]],
+) -> str:
+    """``summary.md``: the settings, the scores with their intervals, the sanity check, the contrasts."""
+    s = settings
+    lines = [
+        f"# Saliency evaluation: {s['model']} on {run_record['images']} images",
+        "",
+        f"Images: `{s['images']}` ({run_record['images']} explained, {len(skipped)} skipped: `skipped.csv`). "
+        f"Input {s['channels']}x{s['size']}x{s['size']} ({s['fit']}). Class explained: the label, else the prediction. "
+        f"SmoothGrad: N = {s['n_samples']}, sigma = {s['noise_level']} x each image's range, mean |gradient|; "
+        f"Integrated Gradients: {s['ig_steps']} points from black. Seed {s['seed']}.",
+        "",
+        f"Every score is of the map max_c |a_c|. Deletion/insertion: {s['steps']} steps, baseline `{s['baseline']}`, "
+        "area under the target's softmax probability. AOPC: mean drop of that probability along the deletion curve, "
+        "most (MoRF) or least (LeRF) relevant pixels first. Means over images with 95% Student-t intervals; "
+        "`random` is the null (a map without information).",
+        "",
+        "| method | deletion AUC (smaller better) | insertion AUC (larger better) | AOPC MoRF (larger) "
+        "| AOPC LeRF (smaller) |",
+        "|---|---|---|---|---|",
+    ]
+    by = {(r["method"], r["score"]): r for r in summary}
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    n = next((r["n"] for r in summary if r["score"] == "deletion_auc"), 0)
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(_cell(by[(method, score)]) for score in SCORES) + " |")
+    lines += ["", f"n = {n} images per score."]
+    if any(by[(m, "randomised_rho")]["n"] for m in methods):
+        lines += [
+            "",
+            "## Sanity check: model randomisation",
+            "",
+            "Spearman correlation of each map with the map of the model whose every layer was re-initialised, beside "
+            "its noise floor (the trained model's map under other noise; 1 for a deterministic method). A map that "
+            "depends on what the model learnt falls well below its floor.",
+            "",
+            "| method | every layer random | noise floor | undefined (constant map) |",
+            "|---|---|---|---|",
+        ]
+        for method in methods:
+            random, floor = by[(method, "randomised_rho")], by[(method, "floor_rho")]
+            lines.append(f"| {method} | {_cell(random)} | {_cell(floor)} | {random['undefined']} |")
+        lines += ["", f"n = {by[(methods[0], 'randomised_rho')]['n']} images (the first by name)."]
+    if contrasts:
+        lines += [
+            "",
+            "## Declared contrasts",
+            "",
+            "Declared before any data: SmoothGrad against the vanilla gradient and the blurred vanilla map, on "
+            "deletion and insertion AUC; paired Student-t intervals over images, signed so that positive means "
+            'SmoothGrad is better; p-values adjusted by Holm over the family. "Not distinguishable" is not evidence '
+            "that the maps are equally good.",
+            "",
+            "| contrast | score | difference [95% CI] | p | Holm p | outcome |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in contrasts:
+            lines.append(
+                f"| {c['contrast']} | {c['score']} | {c['estimate']:+.3g} [{c['low']:+.3g}, "
+                f"{c['high']:+.3g}] (n = {c['n']}) | {format_p(c['p'])} | {format_p(c['p_holm'])} | "
+                f"{c['outcome']} |"
+            )
+    if unavailable:
+        lines += ["", "## What cannot run on this model", ""]
+        lines += [f"- {method}: {reason}" for method, reason in unavailable]
+    lines += ["", "![the first images and their maps](figure.png)", ""]
+    version = run_record["code_version"]
+    lines += [
+        f"smoothgrad_lib {version['package']} ({version['git'] or 'no git'}), torch {run_record['torch']}, "  # type: ignore[index]
+        f"{run_record['processes']} process(es)."
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(row: Mapping[str, object]) -> str:
+    """A summary row as ``mean [low, high]``, three decimals (scores and correlations lie in [-1, 1])."""
+    if row["low"] == "":
+        return f"{float(row['mean']):.3f}" if row["n"] else "n/a"
+    return f"{float(row['mean']):.3f} [{float(row['low']):.3f}, {float(row['high']):.3f}]"
+
+
+def _read_csv(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [tuple(row) for row in list(csv.reader(handle))[1:]]  # type: ignore[misc]
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
