@@ -303,17 +303,67 @@ def mean_accuracy(report: dict[str, object]) -> dict[tuple[str, str, float], flo
 
 
 def stored_grid(fill: str) -> dict[str, object]:
-    """The committed ROAR report for ``fill`` (``"background"`` or ``"mean"``): the file ``roar-<fill>.json`` of
-    ``smoothgrad_lib/results``, shipped with the package so that notebook 05 reads it wherever the package is
-    installed (Colab included)."""
+    """The committed ROAR grid for ``fill`` (``"background"`` or ``"mean"``), shipped in ``smoothgrad_lib/results`` so
+    that notebook 05 reads it wherever the package is installed (Colab included): the report ``roar-<fill>.json``,
+    merged (``merge_grids``) with the reports of the commands that extended it, ``roar-<fill>-<extension>.json``
+    (more fractions or seeds), in name order."""
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
-    return json.loads(resources.files("smoothgrad_lib.results").joinpath(f"roar-{fill}.json").read_text())
+    results = resources.files("smoothgrad_lib.results")
+    names = sorted(p.name for p in results.iterdir() if p.name.startswith(f"roar-{fill}-") and p.name.endswith(".json"))
+    return merge_grids([json.loads(results.joinpath(name).read_text()) for name in [f"roar-{fill}.json", *names]])
+
+
+def merge_grids(reports: Sequence[dict[str, object]]) -> dict[str, object]:
+    """One grid from several ``roar_report`` reports of the same recipe (more fractions, methods or seeds).
+
+    Every setting but ``methods``, ``fractions`` and ``seeds`` must agree; those become the sorted unions. The cells
+    are pooled, and a (method, fill, fraction, seed) cell in two reports must have one accuracy; so must a seed's
+    baseline (the same retraining, run by two commands: a check that it is reproducible). ``sources`` keeps each
+    report's command, code version, seconds and number of cells; a single report is returned as it is.
+
+    Examples:
+        >>> one = {"settings": {"epochs": 2, "methods": ["m"], "fractions": [0.1], "seeds": [0]},
+        ...        "baseline": {"0": 0.9}, "cells": [{"method": "m", "fill": "mean", "fraction": 0.1, "seed": 0,
+        ...        "accuracy": 0.5}], "command": "a", "code_version": {}, "seconds": {}}
+        >>> two = {**one, "settings": {**one["settings"], "fractions": [0.2]}, "command": "b",
+        ...        "cells": [{**one["cells"][0], "fraction": 0.2, "accuracy": 0.4}]}
+        >>> merged = merge_grids([one, two])
+        >>> merged["settings"]["fractions"], [s["command"] for s in merged["sources"]]
+        ([0.1, 0.2], ['a', 'b'])
+    """
+    if len(reports) == 1:
+        return reports[0]
+    pooled = ("methods", "fractions", "seeds")
+    first = {k: v for k, v in reports[0]["settings"].items() if k not in pooled}  # type: ignore[union-attr]
+    settings = dict(reports[0]["settings"])  # type: ignore[arg-type]
+    cells: dict[tuple[object, ...], dict[str, object]] = {}
+    baseline: dict[str, float] = {}
+    for report in reports:
+        own = {k: v for k, v in report["settings"].items() if k not in pooled}  # type: ignore[union-attr]
+        if own != first:
+            differ = sorted(k for k in own.keys() | first.keys() if own.get(k) != first.get(k))
+            raise ValueError(f"the reports differ in {differ}: only methods, fractions and seeds may differ.")
+        for key in pooled:
+            settings[key] = sorted(set(settings[key]) | set(report["settings"][key]))  # type: ignore[index]
+        for cell in report["cells"]:  # type: ignore[union-attr]
+            key = (cell["method"], cell["fill"], cell["fraction"], cell["seed"])
+            if key in cells and cells[key]["accuracy"] != cell["accuracy"]:
+                raise ValueError(f"cell {key} has two accuracies: {cells[key]['accuracy']} and {cell['accuracy']}.")
+            cells[key] = cell
+        for seed, accuracy in report["baseline"].items():  # type: ignore[union-attr]
+            if baseline.setdefault(seed, accuracy) != accuracy:
+                raise ValueError(f"seed {seed}'s baseline has two accuracies: {baseline[seed]} and {accuracy}.")
+    sources = [
+        {key: report[key] for key in ("command", "code_version", "seconds")} | {"cells": len(report["cells"])}
+        for report in reports
+    ]
+    return {"settings": settings, "baseline": baseline, "cells": list(cells.values()), "sources": sources}
 
 
 def cell_accuracies(report: dict[str, object], method: str | None, fraction: float) -> np.ndarray:
-    """Test accuracy of each retraining seed (in the order of the report's seeds) of one cell of a stored grid;
-    ``fraction`` 0: the baseline without removal (``method`` is then ignored).
+    """Test accuracy of each retraining seed of one cell of a stored grid, in seed order; ``fraction`` 0: the
+    baseline without removal, every seed (``method`` is then ignored). ``cell_seeds`` says which seeds.
 
     Examples:
         >>> report = {"settings": {"seeds": [0, 1]}, "baseline": {"0": 0.9, "1": 0.8},
@@ -322,19 +372,34 @@ def cell_accuracies(report: dict[str, object], method: str | None, fraction: flo
         >>> cell_accuracies(report, "m", 0.1).tolist(), cell_accuracies(report, None, 0).tolist()
         ([0.6, 0.5], [0.9, 0.8])
     """
-    seeds = report["settings"]["seeds"]  # type: ignore[index]
     if fraction == 0:
-        return np.array([report["baseline"][str(seed)] for seed in seeds])  # type: ignore[index]
+        return np.array([report["baseline"][str(seed)] for seed in cell_seeds(report, None, 0)])  # type: ignore[index]
+    cells = sorted(_cells(report, method, fraction), key=lambda c: c["seed"])
+    return np.array([c["accuracy"] for c in cells])
+
+
+def cell_seeds(report: dict[str, object], method: str | None, fraction: float) -> list[int]:
+    """The retraining seeds of one cell of a stored grid (``fraction`` 0: of the baseline), sorted."""
+    if fraction == 0:
+        return sorted(map(int, report["baseline"]))  # type: ignore[arg-type]
+    return sorted(c["seed"] for c in _cells(report, method, fraction))
+
+
+def _cells(report: dict[str, object], method: str | None, fraction: float) -> list[dict[str, object]]:
     cells = [c for c in report["cells"] if c["method"] == method and c["fraction"] == fraction]  # type: ignore[union-attr]
-    if len(cells) != len(seeds):
-        raise ValueError(f"the report has {len(cells)} of the {len(seeds)} seeds of ({method!r}, {fraction}).")
-    return np.array([c["accuracy"] for c in sorted(cells, key=lambda c: c["seed"])])
+    if not cells:
+        raise ValueError(f"the report has no cell ({method!r}, {fraction}).")
+    if len({c["seed"] for c in cells}) != len(cells):
+        raise ValueError(f"the report has a seed twice in the cell ({method!r}, {fraction}).")
+    return cells
 
 
 def accuracy_drop(report: dict[str, object], method: str, fraction: float) -> np.ndarray:
-    """Accuracy lost by removing ``method``'s top ``fraction`` of pixels, per retraining seed: the baseline's
-    accuracy minus the cell's (larger: the removed pixels were needed)."""
-    return cell_accuracies(report, None, 0) - cell_accuracies(report, method, fraction)
+    """Accuracy lost by removing ``method``'s top ``fraction`` of pixels, per retraining seed of that cell: the
+    baseline's accuracy at the seed minus the cell's (larger: the removed pixels were needed)."""
+    baseline = report["baseline"]
+    before = np.array([baseline[str(seed)] for seed in cell_seeds(report, method, fraction)])  # type: ignore[index]
+    return before - cell_accuracies(report, method, fraction)
 
 
 def shape_recall(maps: torch.Tensor, masks: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -9,7 +9,14 @@ import pytest
 REPORT = Path(__file__).resolve().parents[1] / "report"
 # The notebooks whose measurement code lives in the library (06, the statistics appendix, derives its estimators in
 # cells on purpose).
-CHECKED = ["01-vanilla-gradient", "02-smoothgrad", "03-taylor-and-variance", "04-evaluation", "05-robustness"]
+CHECKED = [
+    "01-vanilla-gradient",
+    "02-smoothgrad",
+    "03-taylor-and-variance",
+    "04-evaluation",
+    "05-robustness",
+    "07-your-own-model",
+]
 ALLOWED = {"exercise", "colab-install"}  # a student's function, and the install cell's helper
 
 

@@ -1,6 +1,7 @@
 """smoothgrad_lib.roar: pixel removal, a tiny grid end to end (1 method, 1 k, 1 epoch), k = 0 = baseline, the CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,11 @@ from smoothgrad_lib.faithfulness import baseline_images, pixel_ranking
 from smoothgrad_lib.maps import saliency_map
 from smoothgrad_lib.methods import all_attributions
 from smoothgrad_lib.roar import (
+    accuracy_drop,
+    cell_seeds,
     code_version,
     mean_accuracy,
+    merge_grids,
     remove_top,
     roar,
     roar_maps,
@@ -126,21 +130,61 @@ def test_the_roar_command_writes_its_json(tmp_path):
     assert [c["method"] for c in report["cells"]] == ["vanilla"] and set(report["seconds"]) >= {"maps", "cells"}
 
 
-@pytest.mark.parametrize("fill", ["background", "mean"])
-def test_the_committed_grid_is_complete_and_says_how_it_was_made(fill):
-    """smoothgrad_lib/results/roar-<fill>.json, which notebook 05 reads (its live cell re-runs one cell under nbval)."""
-    report = stored_grid(fill)
+RESULTS = Path(__file__).resolve().parents[1] / "smoothgrad_lib" / "results"
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("roar-*.json")), ids=lambda p: p.name)
+def test_each_committed_grid_is_complete_and_says_how_it_was_made(path):
+    """smoothgrad_lib/results/roar-<fill>[-<extension>].json, which notebook 05 reads (its live cell re-runs one cell
+    under nbval)."""
+    report = json.loads(path.read_text())
     settings = report["settings"]
-    assert settings["fills"] == [fill] and report["command"].startswith("python -m smoothgrad_lib roar")
+    (fill,) = settings["fills"]
+    assert path.name.startswith(f"roar-{fill}") and report["command"].startswith("python -m smoothgrad_lib roar")
     assert f"--fills {fill}" in report["command"] and f"--epochs {settings['epochs']}" in report["command"]
     assert report["code_version"]["package"] and report["code_version"]["git"]
     expected = {(m, k, s) for m in settings["methods"] for k in settings["fractions"] for s in settings["seeds"]}
     assert {(c["method"], c["fraction"], c["seed"]) for c in report["cells"]} == expected
     assert sorted(map(int, report["baseline"])) == sorted(settings["seeds"])
     assert all(0 <= c["accuracy"] <= 1 for c in report["cells"])
-    # The grid measured something: removing the vanilla map's top half leaves the retrained twin worse off than
-    # removing a random half, and near chance (four classes).
-    accuracy = mean_accuracy(report)
+
+
+@pytest.mark.parametrize("fill", ["background", "mean"])
+def test_the_stored_grid_measured_something(fill):
+    # Removing the vanilla map's top half leaves the retrained twin worse off than removing a random half, and near
+    # chance (four classes).
+    accuracy = mean_accuracy(stored_grid(fill))
     assert accuracy[("vanilla", fill, 0.5)] < accuracy[("random", fill, 0.5)] and accuracy[("vanilla", fill, 0.5)] < 0.4
     with pytest.raises(ValueError, match="fill must be one of"):
         stored_grid("black")
+
+
+def test_the_background_grid_has_five_seeds_at_the_small_fractions():
+    """Issue 28: k = 2, 5 and 10% with 5 retraining seeds; 30% and 50% keep the first grid's 3."""
+    grid = stored_grid("background")
+    for method in grid["settings"]["methods"]:
+        for k in (0.02, 0.05, 0.1):
+            assert cell_seeds(grid, method, k) == [0, 1, 2, 3, 4]
+        assert cell_seeds(grid, method, 0.3) == [0, 1, 2]
+    assert cell_seeds(grid, None, 0) == [0, 1, 2, 3, 4]
+    assert len(grid["sources"]) == 3 and accuracy_drop(grid, "vanilla", 0.1).shape == (5,)
+
+
+def test_merged_grids_agree_where_they_overlap_and_share_one_recipe():
+    cell = {"method": "m", "fill": "mean", "fraction": 0.1, "seed": 0, "accuracy": 0.5}
+    one = {
+        "settings": {"epochs": 2, "methods": ["m"], "fractions": [0.1], "seeds": [0]},
+        "baseline": {"0": 0.9},
+        "cells": [cell],
+        "command": "a",
+        "code_version": {},
+        "seconds": {},
+    }
+    merged = merge_grids([one, one | {"command": "b"}])
+    assert len(merged["cells"]) == 1 and merged["baseline"] == {"0": 0.9}
+    with pytest.raises(ValueError, match=r"differ in \['epochs'\]"):
+        merge_grids([one, one | {"settings": one["settings"] | {"epochs": 3}}])
+    with pytest.raises(ValueError, match="two accuracies: 0.5 and 0.6"):
+        merge_grids([one, one | {"cells": [cell | {"accuracy": 0.6}]}])
+    with pytest.raises(ValueError, match="seed 0's baseline has two accuracies"):
+        merge_grids([one, one | {"baseline": {"0": 0.8}}])

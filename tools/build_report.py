@@ -128,6 +128,14 @@ NOTEBOOKS = {
         "log-log slopes with CIs (and what shared draws do to them)",
         13,
     ),
+    "07-your-own-model": Notebook(
+        "07 · Your own model",
+        "the comparison of 04 on your model and your folder of images with one command, `smoothgrad evaluate` (the "
+        "twin and 32 shapes images stand in): every map kept, deletion/insertion/AOPC with the random map's null "
+        "first, the randomisation check beside each map's noise floor, Holm-adjusted SmoothGrad contrasts; resuming, "
+        "torchrun, and what to change for your own model and data",
+        RUNTIME07,
+    ),
 }
 NAV_STYLE = """<style>
   nav.report-nav { display: flex; justify-content: space-between; gap: 1rem; padding: 0.6rem 0; margin: 0 0 1rem;
