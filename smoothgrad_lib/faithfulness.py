@@ -83,7 +83,8 @@ def deletion_curve(
     highest-ranked pixels of ``x`` are replaced by the baseline's pixels; the
     curve is the softmax probability of the target class at each step, so it
     starts at p(x) and ends at p(baseline). A faithful map makes it fall fast:
-    a small ``curve_auc`` is good.
+    a small ``curve_auc`` is good. Every forward pass runs in full float32 on
+    CUDA (``precision.float32_precision``), whatever the caller's TF32 setting.
 
     Args:
         model: classifier in eval mode, (B, C, H, W) -> logits (B, K).
@@ -206,7 +207,8 @@ def _perturbation_curve(
     generator: torch.Generator | None,
     reveal: bool,
 ) -> torch.Tensor:
-    """Probabilities (B, steps + 1) of the target while pixels move from x to the baseline (or back, ``reveal``)."""
+    """Probabilities (B, steps + 1) of the target while pixels move from x to the baseline (or back, ``reveal``);
+    every forward pass in full float32 on CUDA (``float32_precision``)."""
     check_model(model, x)
     check_images(x)
     n_images, _, height, width = x.shape
@@ -225,7 +227,7 @@ def _perturbation_curve(
     curves = []
     layout, logits = clean_forward(model, x, need_logits=True)
     classes = resolve_target(target, n_images, logits.shape[1], predicted=logits).to(x.device)
-    with torch.no_grad():
+    with torch.no_grad(), float32_precision():
         for chunk in torch.arange(n_images, device=x.device).split(per_forward):
             copies = torch.where(position[chunk] < moved_after, end[chunk, None], start[chunk, None])
             probabilities = model(copies.flatten(0, 1).contiguous(memory_format=layout)).softmax(1)
