@@ -339,7 +339,7 @@ def infidelity(
         target: None (each image's predicted class at x), an int, or one class per image.
         n_samples: perturbations per image.
         noise_std: the standard deviation of the perturbation, in the units of x.
-        generator: draws the perturbations (a ``torch.Generator`` on x's device type; None: the global one).
+        generator: draws the perturbations (a ``torch.Generator`` on x's device type or the CPU; None: the global one).
         normalize: rescale e by the optimal beta first.
 
     Returns:

@@ -399,6 +399,25 @@ def test_all_attributions_rejects_bad_arguments(twin):
         all_attributions(model, x, 7, gradcam_layer=SHAPES_LAYER, methods=("vanilla",))  # the twins have 4 classes
 
 
+def test_all_attributions_noise_device_cpu_draws_from_cpu_generators(twin, monkeypatch):
+    """On the CPU both choices are the same generators, so the same maps, bit for bit; ``"cpu"`` asks for a CPU
+    generator for every random method and level (on CUDA, tests/test_cuda.py compares the maps with the CPU's)."""
+    model, x = twin
+    kwargs = {"gradcam_layer": SHAPES_LAYER, "seed": 2, "levels": {0.2: ("abs",), 0.1: ("raw",)}, "n_samples": 3}
+    kwargs |= {"methods": ("smoothgrad", "random")}
+    default = all_attributions(model, x, **kwargs)
+    asked = []
+    make = methods_module.noise_generator
+    monkeypatch.setattr(
+        methods_module, "noise_generator", lambda seed, x, where: asked.append((seed, where)) or make(seed, x, where)
+    )
+    on_cpu = all_attributions(model, x, noise_device="cpu", **kwargs)
+    assert sorted(asked) == [(2, "cpu"), (3, "cpu"), (4, "cpu")]
+    assert list(on_cpu) == list(default) and all(torch.equal(on_cpu[k], default[k]) for k in default)
+    with pytest.raises(ValueError, match="noise_device must be 'input' .* or 'cpu'"):
+        all_attributions(model, x, noise_device="cuda", **kwargs)
+
+
 def test_a_new_method_is_one_registry_entry(twin, monkeypatch):
     """Register a toy method (it takes only what it needs): all_attributions and attribution_methods pick it up."""
     model, x = twin
