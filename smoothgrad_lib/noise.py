@@ -177,7 +177,6 @@ def random_draws(
         >>> torch.equal(torch.rand(4, generator=moved), torch.rand(4, generator=here))
         True
     """
-    device = torch.device(device)
     check_generator(generator, device)
     source = device if generator is None else generator.device
     pinned = source.type == "cpu" and device.type == "cuda"
