@@ -44,7 +44,7 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     torchvision's ``gaussian_blur``: the separable kernel ``k_j = exp(-j^2 / (2 sigma^2)) / sum_i exp(-i^2 /
     (2 sigma^2))``, ``|j| <= r``, with r = ceil(3 sigma) (the Gaussian truncated at 3 sigma), or min(H, W) - 1 if
     that is smaller (the most that reflection allows), and borders reflected without repeating the edge pixel.
-    Far from the borders it keeps a map's total.
+    Far from the borders it keeps a map's total. The convolution runs in full float32 on CUDA (``float32_precision``).
 
     Examples:
         A point spreads into the product of two 1-D kernels; with sigma = 1 (r = 3) the centre keeps
@@ -62,7 +62,8 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 pixels, got {sigma!r}.")
     width = 2 * min(math.ceil(3 * sigma), min(images.shape[-2:]) - 1) + 1
-    return TF.gaussian_blur(images, [width, width], [float(sigma), float(sigma)])
+    with float32_precision():
+        return TF.gaussian_blur(images, [width, width], [float(sigma), float(sigma)])
 
 
 def deletion_curve(
@@ -83,7 +84,8 @@ def deletion_curve(
     highest-ranked pixels of ``x`` are replaced by the baseline's pixels; the
     curve is the softmax probability of the target class at each step, so it
     starts at p(x) and ends at p(baseline). A faithful map makes it fall fast:
-    a small ``curve_auc`` is good.
+    a small ``curve_auc`` is good. Every forward pass runs in full float32 on
+    CUDA (``precision.float32_precision``), whatever the caller's TF32 setting.
 
     Args:
         model: classifier in eval mode, (B, C, H, W) -> logits (B, K).
@@ -206,7 +208,8 @@ def _perturbation_curve(
     generator: torch.Generator | None,
     reveal: bool,
 ) -> torch.Tensor:
-    """Probabilities (B, steps + 1) of the target while pixels move from x to the baseline (or back, ``reveal``)."""
+    """Probabilities (B, steps + 1) of the target while pixels move from x to the baseline (or back, ``reveal``);
+    every forward pass in full float32 on CUDA (``float32_precision``)."""
     check_model(model, x)
     check_images(x)
     n_images, _, height, width = x.shape
@@ -225,7 +228,7 @@ def _perturbation_curve(
     curves = []
     layout, logits = clean_forward(model, x, need_logits=True)
     classes = resolve_target(target, n_images, logits.shape[1], predicted=logits).to(x.device)
-    with torch.no_grad():
+    with torch.no_grad(), float32_precision():
         for chunk in torch.arange(n_images, device=x.device).split(per_forward):
             copies = torch.where(position[chunk] < moved_after, end[chunk, None], start[chunk, None])
             probabilities = model(copies.flatten(0, 1).contiguous(memory_format=layout)).softmax(1)
@@ -336,7 +339,7 @@ def infidelity(
         target: None (each image's predicted class at x), an int, or one class per image.
         n_samples: perturbations per image.
         noise_std: the standard deviation of the perturbation, in the units of x.
-        generator: draws the perturbations (a ``torch.Generator`` on x's device type; None: the global one).
+        generator: draws the perturbations (a ``torch.Generator`` on x's device type or the CPU; None: the global one).
         normalize: rescale e by the optimal beta first.
 
     Returns:

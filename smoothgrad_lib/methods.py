@@ -41,7 +41,7 @@ from ._checks import (
 from .aggregates import AGGREGATES, Aggregate, aggregate_samples
 from .faithfulness import blur
 from .lrp import lrp
-from .noise import DEFAULT_NOISE_LEVEL, noise_std, uniform_noise
+from .noise import DEFAULT_NOISE_LEVEL, NoiseDevice, check_noise_device, noise_generator, noise_std, uniform_noise
 from .saliency import Attribution, default_batch_size, noisy_gradients, smoothgrad, vanilla_gradient
 
 VANILLA_BLUR_SIGMA = 1.5  # pixels: the Gaussian that blurs the vanilla map of the "blurred_vanilla" baseline
@@ -410,6 +410,7 @@ def all_attributions(
     blur_sigma: float = VANILLA_BLUR_SIGMA,
     methods: Collection[str] | None = None,
     batch_size: int | None = None,
+    noise_device: NoiseDevice = "input",
 ) -> dict[str, torch.Tensor]:
     """Every method's attribution of one batch, by name, in registry order.
 
@@ -423,13 +424,15 @@ def all_attributions(
       it, e.g. ``{0.15: AGGREGATES, 0.05: ("abs",)}`` (None: all four at
       0.15; ``{}``: no SmoothGrad). A smoothed method's entries are named
       ``"<name>_<aggregate>_<level:g>"``. The k-th level (k = 0, 1, ...)
-      draws its noise from ``torch.Generator(device=x.device).manual_seed(seed + 1 + k)``
+      draws its noise from ``noise_generator(seed + 1 + k, x, noise_device)``
       (the same noise for every smoothed method), so an entry equals
       ``attribute(spec, model, x, target, n_samples=n_samples, noise_level=level,
       aggregate=aggregate, generator=<that generator>)`` (to float rounding; a level with several aggregates
       gets them all from ``smoothed_aggregates``, which computes them from one set of N attributions per
       image at the cost of one aggregate, holding all B N of them at once);
-    - the random methods (``"random"``) draw from ``torch.Generator(device=x.device).manual_seed(seed)``.
+    - the random methods (``"random"``) draw from ``noise_generator(seed, x, noise_device)``;
+    - those generators are on x's device (``noise_device="input"``) or on the CPU (``"cpu"``): then x on a GPU gets
+      exactly the CPU run's noise, drawn on the CPU and moved, and its results match the CPU's to float rounding.
 
     ``methods`` chooses among the names of ``REGISTRY`` (a smoothed method, e.g. ``"smoothgrad"``, stands for
     all its ``levels`` entries); None takes all of them but the opt-in ones, and except Guided Backprop on a
@@ -456,6 +459,7 @@ def all_attributions(
         blur_sigma: the Gaussian of ``"blurred_vanilla"``, pixels.
         methods: which of ``REGISTRY`` to compute; None: all that apply to the model.
         batch_size: inputs per forward pass, see above.
+        noise_device: where the random methods draw their noise, ``"input"`` (x's device) or ``"cpu"``.
 
     Returns:
         {name: attribution}, each (B, C, H, W), or (B, 1, H, W) for ``grad_cam``,
@@ -473,6 +477,7 @@ def all_attributions(
     """
     check_model(model, x)
     check_images(x)
+    check_noise_device(noise_device)
     levels = {DEFAULT_NOISE_LEVEL: AGGREGATES} if levels is None else dict(levels)
     for level, aggregates in levels.items():
         unknown = [a for a in aggregates if a not in AGGREGATES]
@@ -486,13 +491,13 @@ def all_attributions(
     classes = resolve_target(target, x.shape[0], logits.shape[1], predicted=logits if target is None else None)
     classes = classes.to(x.device)
     options = {"n_samples": n_samples, "ig_steps": ig_steps, "gradcam_layer": gradcam_layer, "blur_sigma": blur_sigma}
-    options |= {"batch_size": step, "generator": torch.Generator(device=x.device).manual_seed(seed)}
+    options |= {"batch_size": step, "generator": noise_generator(seed, x, noise_device)}
     out: dict[str, torch.Tensor] = {}
     for spec in REGISTRY.values():
         if spec.name not in wanted:
             continue
         if spec.smooths is not None:
-            out |= _smoothed_levels(spec, model, x, classes, options, seed, levels)
+            out |= _smoothed_levels(spec, model, x, classes, options, seed, levels, noise_device)
         elif spec.chunked:
             out[spec.name] = _in_chunks(bound(spec, options), model, x, classes, step, layout)
         else:
@@ -508,14 +513,13 @@ def _smoothed_levels(
     options: dict[str, object],
     seed: int,
     levels: Mapping[float, Sequence[Aggregate]],
+    noise_device: NoiseDevice,
 ) -> dict[str, torch.Tensor]:
-    """``"<name>_<aggregate>_<level:g>"`` for every level and its aggregates; level k seeded with seed + 1 + k."""
+    """``"<name>_<aggregate>_<level:g>"`` for every level and its aggregates; level k seeded with seed + 1 + k, its
+    generator on ``noise_device``."""
     out = {}
     for k, (level, aggregates) in enumerate(levels.items()):
-        given = options | {
-            "noise_level": level,
-            "generator": torch.Generator(device=x.device).manual_seed(seed + 1 + k),
-        }
+        given = options | {"noise_level": level, "generator": noise_generator(seed + 1 + k, x, noise_device)}
         if len(aggregates) == 1:
             values = {aggregates[0]: bound(spec, given | {"aggregate": aggregates[0]})(model, x, classes)}
         else:
@@ -653,6 +657,7 @@ def explanation_function(
     gradcam_layer: str = "",
     sigma_from: torch.Tensor | None = None,
     representation: Literal["attribution", "map"] = "attribution",
+    noise_device: NoiseDevice = "input",
     **options: object,
 ) -> Callable[..., torch.Tensor]:
     """One method of ``attribution_methods`` as ``explain_fn(x, target=target)`` -> attribution, for
@@ -666,11 +671,12 @@ def explanation_function(
     (B, 1, H, W) for the one-value-per-pixel methods.
 
     Randomness (smoothed methods, ``"random"``): with ``common_noise`` every call draws from a fresh
-    ``torch.Generator(device=x.device).manual_seed(seed)``, so x and a perturbed x get the same noise (the map's
+    ``noise_generator(seed, x, noise_device)``, so x and a perturbed x get the same noise (the map's
     own change is measured); without it, all calls draw in turn from one generator seeded with ``seed`` (each call
-    gets new noise, as for a user who does not fix a seed). ``target`` None explains each image's predicted class
-    at the image given, which may change under perturbation: pass the classes predicted at the clean images to
-    compare maps of one class.
+    gets new noise, as for a user who does not fix a seed). The generator is on x's device
+    (``noise_device="input"``) or on the CPU (``"cpu"``: x on a GPU gets exactly the CPU run's noise, moved).
+    ``target`` None explains each image's predicted class at the image given, which may change under perturbation:
+    pass the classes predicted at the clean images to compare maps of one class.
 
     ``sigma_from`` pins a smoothed method's noise: sigma_b is its level times the range of image b of
     ``sigma_from`` (the clean images), at every batch of the same B images it is called with, instead of the range
@@ -689,6 +695,7 @@ def explanation_function(
         >>> torch.allclose(explain(torch.rand(3, 1, 2, 2)), weight.expand(3, -1, -1, -1))
         True
     """
+    check_noise_device(noise_device)
     methods = attribution_methods(gradcam_layer=gradcam_layer, include=tuple(REGISTRY), **options)
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; choose from {tuple(methods)} (or pass other levels/aggregates).")
@@ -702,9 +709,9 @@ def explanation_function(
 
     def explain_fn(x: torch.Tensor, target: TargetType = target) -> torch.Tensor:
         if common_noise:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
+            generator = noise_generator(seed, x, noise_device)
         else:
-            generator = shared.setdefault("generator", torch.Generator(device=x.device).manual_seed(seed))
+            generator = shared.setdefault("generator", noise_generator(seed, x, noise_device))
         attribution = run(model, x, target, generator=generator)
         return attribution.abs().amax(1, keepdim=True) if representation == "map" else attribution
 
@@ -720,10 +727,12 @@ def explanation_functions(
     gradcam_layer: str = "",
     sigma_from: torch.Tensor | None = None,
     representation: Literal["attribution", "map"] = "attribution",
+    noise_device: NoiseDevice = "input",
 ) -> dict[str, Callable[..., torch.Tensor]]:
     """``explanation_function`` for each of several maps, by label: ``maps`` is label -> (method, its options,
     common noise), e.g. ``{"SG 15%, N=10": ("smoothgrad_abs_0.15", {"n_samples": 10, "aggregates": ("abs",)},
-    True)}``; every map gets the same ``seed``, ``gradcam_layer``, ``sigma_from`` and ``representation``.
+    True)}``; every map gets the same ``seed``, ``gradcam_layer``, ``sigma_from``, ``representation`` and
+    ``noise_device``.
 
     Examples:
         >>> from torch import nn
@@ -742,6 +751,7 @@ def explanation_functions(
             gradcam_layer=gradcam_layer,
             sigma_from=sigma_from,
             representation=representation,
+            noise_device=noise_device,
             **options,
         )
         for label, (method, options, common) in maps.items()

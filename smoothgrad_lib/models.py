@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .images import center_square
+from .precision import float32_precision
 from .shapes import CLASSES as SHAPE_CLASSES
 from .twins import TWINS, load_twin
 
@@ -69,9 +70,10 @@ class LoadedModel:
         return center_square(image, self.input_size)
 
     def top_k(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
-        """For each image of x (B, 3, S, S) or (3, S, S): its k most probable classes and softmax probabilities."""
+        """For each image of x (B, 3, S, S) or (3, S, S): its k most probable classes and softmax probabilities,
+        ``softmax(f(x))_k`` from one forward pass in full float32 on CUDA (``float32_precision``)."""
         batch = x.unsqueeze(0) if x.ndim == 3 else x
-        with torch.no_grad():
+        with torch.no_grad(), float32_precision():
             probabilities = self.model(batch.to(self.device)).softmax(1)
         values, indices = probabilities.topk(k, dim=1)
         return [

@@ -5,11 +5,18 @@ Every function of the package that perturbs images with Gaussian noise
 ``gate_fractions``, ``faithfulness.gaussian_perturbations``) or uniform noise (``robustness.uniform_ball_noise``,
 the ``"random"`` map) draws it here, so that the same generator state gives the same copies
 whatever the function and whatever its ``batch_size``.
+
+Devices: noise is drawn on the generator's device and handed out on the device of ``x``. A generator on x's device
+(``torch.Generator(device=x.device)``) draws there; a CPU generator (``torch.Generator()``) serves x on any device,
+drawing on the CPU and moving the draws (through pinned memory, without blocking, to CUDA), so that a GPU run gets
+exactly the noise of a CPU run with the same seed (``noise_generator(seed, x, "cpu")``). A generator on an
+accelerator is refused for x on another device type.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -17,6 +24,8 @@ import torch
 DEFAULT_NOISE_LEVEL = 0.15
 SAMPLINGS = ("iid", "antithetic")
 Sampling = Literal["iid", "antithetic"]
+NOISE_DEVICES = ("input", "cpu")
+NoiseDevice = Literal["input", "cpu"]
 
 # Noise is drawn in blocks of this many elements (at most NOISE_BLOCK_COPIES copies): one randn call per
 # block instead of one per copy, and a sequence that does not depend on batch_size.
@@ -32,6 +41,38 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
         True
     """
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_noise_device(noise_device: str) -> None:
+    """``noise_device`` must be one of ``NOISE_DEVICES``: ``"input"`` (x's device) or ``"cpu"``.
+
+    Examples:
+        >>> check_noise_device("cpu")
+        >>> check_noise_device("cuda")
+        Traceback (most recent call last):
+            ...
+        ValueError: noise_device must be 'input' (draw on x's device) or 'cpu' (draw on the CPU), got 'cuda'.
+    """
+    if noise_device not in NOISE_DEVICES:
+        raise ValueError(
+            f"noise_device must be 'input' (draw on x's device) or 'cpu' (draw on the CPU), got {noise_device!r}."
+        )
+
+
+def noise_generator(seed: int, x: torch.Tensor, noise_device: NoiseDevice = "input") -> torch.Generator:
+    """``seeded_generator(seed)`` on x's device (``"input"``) or on the CPU (``"cpu"``).
+
+    With ``"cpu"`` the noise for x on any device is the CPU's draws for that seed, moved to x's device: a GPU run
+    explains with exactly the noise of the CPU run. ``"input"`` draws on x's device (on a GPU, the GPU generator's
+    own, different sequence).
+
+    Examples:
+        >>> x = torch.zeros(2, device="meta")             # any device; "meta" stands in for a GPU here
+        >>> noise_generator(0, x, "cpu").device, noise_generator(0, torch.zeros(2)).device
+        (device(type='cpu'), device(type='cpu'))
+    """
+    check_noise_device(noise_device)
+    return seeded_generator(seed, x.device if noise_device == "input" else "cpu")
 
 
 def noise_std(
@@ -94,21 +135,53 @@ def default_noise_std(x: torch.Tensor, noise_level: float | None, sigma: float |
     return noise_std(x, noise_level=noise_level, sigma=sigma)
 
 
-def check_generator(generator: torch.Generator | None, x: torch.Tensor) -> None:
-    """The generator must live on the device type of ``x`` (None: the global generator).
+def check_generator(generator: torch.Generator | None, x: torch.Tensor | torch.device) -> None:
+    """The generator must be on the CPU or on the device type of ``x`` (a tensor or a device; None: the global one).
+
+    A CPU generator serves x on any device (its draws are moved, ``random_draws``); a generator on an accelerator
+    serves x on that device type only: a CUDA generator for a CPU x is an error.
 
     Examples:
-        >>> check_generator(torch.Generator(), torch.zeros(2))  # both on the CPU: nothing to say
-        >>> check_generator(torch.Generator(), torch.zeros(2, device="meta"))
-        Traceback (most recent call last):
-            ...
-        ValueError: generator is on cpu but x is on meta: create it with torch.Generator(device=x.device).
+        >>> check_generator(torch.Generator(), torch.zeros(2))                   # both on the CPU
+        >>> check_generator(torch.Generator(), torch.zeros(2, device="meta"))    # drawn on the CPU, then moved
     """
-    if generator is not None and generator.device.type != x.device.type:
+    device = x if isinstance(x, torch.device) else x.device
+    if generator is not None and generator.device.type not in ("cpu", device.type):
         raise ValueError(
-            f"generator is on {generator.device} but x is on {x.device}: "
-            "create it with torch.Generator(device=x.device)."
+            f"generator is on {generator.device} but x is on {device}: use a generator on x's device "
+            "(torch.Generator(device=x.device)) or on the CPU (torch.Generator(), its draws moved to x's device)."
         )
+
+
+def random_draws(
+    sample: Callable[..., torch.Tensor],
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``sample(shape)`` (``torch.randn`` or ``torch.rand``) by ``generator`` on its device, returned on ``device``.
+
+    The values are the generator's on its device: a CPU generator gives the CPU's draws on any device (drawn into
+    pinned memory and copied without blocking when ``device`` is CUDA). None draws from ``device``'s global
+    generator. The generator is checked first (``check_generator``).
+
+    Examples:
+        A CPU generator serves another device (PyTorch's "meta" stands in for a GPU) and advances exactly as for a
+        draw on the CPU:
+
+        >>> moved, here = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+        >>> random_draws(torch.randn, (2, 3), moved, torch.device("meta"), torch.float32).device
+        device(type='meta')
+        >>> _ = random_draws(torch.randn, (2, 3), here, torch.device("cpu"), torch.float32)
+        >>> torch.equal(torch.rand(4, generator=moved), torch.rand(4, generator=here))
+        True
+    """
+    check_generator(generator, device)
+    source = device if generator is None else generator.device
+    pinned = source.type == "cpu" and device.type == "cuda"
+    draws = sample(shape, generator=generator, device=source, dtype=dtype, pin_memory=pinned)
+    return draws.to(device, non_blocking=pinned)
 
 
 def check_sampling(sampling: str, n_samples: int) -> bool:
@@ -131,11 +204,12 @@ def check_sampling(sampling: str, n_samples: int) -> bool:
 
 
 class NormalStream:
-    """Standard normal noise copies of one shape, drawn a block at a time.
+    """Standard normal noise copies of one shape on ``device``, drawn a block at a time on the generator's device.
 
     The values handed out depend only on the generator's state and the copy
     shape, not on how many copies each ``take`` asks for, so results do not
-    depend on ``batch_size``.
+    depend on ``batch_size``. A CPU generator gives the CPU's copies on any
+    ``device`` (``random_draws``).
     """
 
     def __init__(self, shape: torch.Size, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype):
@@ -157,8 +231,8 @@ class NormalStream:
         parts = []
         while count > 0:
             if not len(self.buffer):
-                self.buffer = torch.randn(
-                    (self.block, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype
+                self.buffer = random_draws(
+                    torch.randn, (self.block, *self.shape), self.generator, self.device, self.dtype
                 )
             part, self.buffer = self.buffer[:count], self.buffer[count:]
             parts.append(part)
@@ -189,9 +263,7 @@ def uniform_noise(x: torch.Tensor, generator: torch.Generator | None = None) -> 
         >>> u.shape, bool(((0 <= u) & (u < 1)).all())
         (torch.Size([2, 3]), True)
     """
-    check_generator(generator, x)
-    device = generator.device if generator is not None else x.device
-    return torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return random_draws(torch.rand, x.shape, generator, x.device, x.dtype)
 
 
 def gaussian_noise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -202,9 +274,7 @@ def gaussian_noise(x: torch.Tensor, generator: torch.Generator | None = None) ->
         >>> e.shape, abs(float(e.mean())) < 0.1, abs(float(e.std()) - 1) < 0.1
         (torch.Size([1000]), True, True)
     """
-    check_generator(generator, x)
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return random_draws(torch.randn, x.shape, generator, x.device, x.dtype)
 
 
 def owners(counts: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -67,7 +67,7 @@ def max_sensitivity(
         x: float images (B, C, H, W); left unchanged.
         radius: half-width of the L-infinity ball, in the units of x.
         n_samples: perturbations per image.
-        generator: draws the perturbations (a ``torch.Generator`` on x's device type; None: the global one).
+        generator: draws the perturbations (a ``torch.Generator`` on x's device type or the CPU; None: the global one).
         normalize: divide by the norm of the explanation at x.
 
     Returns:

@@ -148,8 +148,10 @@ def smoothgrad(
             picks a size for the device of ``x``. The result does not depend
             on it beyond float rounding. On the CPU the copies reach a
             convolutional model in the channels_last layout (faster with oneDNN).
-        generator: ``torch.Generator`` on the device of ``x``; None uses the
-            global generator (so ``torch.manual_seed`` applies). The same seed
+        generator: ``torch.Generator`` on the device of ``x``, or on the CPU
+            (its draws are moved to x's device: a GPU run with the CPU run's
+            noise); None uses the global generator of x's device (so
+            ``torch.manual_seed`` applies). The same seed
             gives bitwise the same result on the CPU; on CUDA, cuDNN's
             backward kernels can differ in the last bits between runs unless
             ``torch.use_deterministic_algorithms(True)`` is set.

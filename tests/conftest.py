@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from smoothgrad_lib.models import LoadedModel, load_model
+from smoothgrad_lib.precision import current_settings
 
 SHAPE = (3, 6, 5)  # (C, H, W) of the small random images: odd sizes catch transposed axes
 
@@ -190,3 +191,21 @@ class Cubic(nn.Module):
 def cubic_model() -> Callable[..., Cubic]:
     """``cubic_model(shape=(2, 4, 4))``: a ``Cubic`` with 2 logits, coefficients standard normal from ``seeded(0)``."""
     return lambda shape=(2, 4, 4): Cubic(shape).eval()
+
+
+class SettingsProbe(nn.Module):
+    """Runs the wrapped model and records the TF32 settings (``precision.current_settings()``) of every forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(current_settings())
+        return self.model(x)
+
+
+@pytest.fixture
+def settings_probe() -> Callable[[nn.Module], SettingsProbe]:
+    """``settings_probe(model)``: a ``SettingsProbe`` around ``model``, in eval mode."""
+    return lambda model: SettingsProbe(model).eval()

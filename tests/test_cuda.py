@@ -11,18 +11,24 @@ Tolerances, and why they hold on both devices:
   off (14% with it on), so it gets 1%.
 * SmoothGrad on the two devices draws different noise (CPU and CUDA generators
   differ), so either the noisy points are drawn once on the CPU and the
-  gradients compared point by point, or the two means are compared within
-  their Monte-Carlo standard errors.
+  gradients compared point by point, or a CPU generator serves both devices
+  (the same points again), or the two means are compared within their
+  Monte-Carlo standard errors.
+* Forward passes alone (deletion curves, ``top_k``) compare probabilities:
+  1e-4 absolute, ten times the float32 rounding of logits of a few units.
 """
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from smoothgrad_lib import load_image, load_model, smoothgrad, smoothgrad_estimate, vanilla_gradient
-from smoothgrad_lib.noise import noise_std
+from smoothgrad_lib.faithfulness import deletion_curve
+from smoothgrad_lib.methods import all_attributions, explanation_function
+from smoothgrad_lib.noise import NormalStream, noise_std, random_draws
 from smoothgrad_lib.noise import seeded_generator as generator
 from smoothgrad_lib.precision import current_settings, float32_precision
 from smoothgrad_lib.probes import directional_slice, gradients_at, increment_scaling
@@ -139,6 +145,75 @@ def test_smoothgrad_at_the_same_noisy_points_matches_the_cpu(name, tolerance, tw
     on_cuda = gradients_at(twins[name][1], points.to(CUDA), target)
     assert relative_l2(on_cuda, on_cpu).max() <= tolerance
     assert relative_l2(on_cuda.abs().mean(0, keepdim=True), on_cpu.abs().mean(0, keepdim=True)).item() <= tolerance
+
+
+def test_cpu_draws_reach_cuda_bit_for_bit_through_pinned_memory():
+    shape = (3, 5, 7)
+    moved = random_draws(torch.randn, shape, generator(7), CUDA, torch.float32)
+    assert moved.device.type == "cuda" and torch.equal(moved.cpu(), torch.randn(shape, generator=generator(7)))
+    copies = torch.Size((3, 64, 64))
+    on_cuda = NormalStream(copies, generator(8), CUDA, torch.float32).take(100)  # two blocks
+    on_cpu = NormalStream(copies, generator(8), torch.device("cpu"), torch.float32).take(100)
+    assert on_cuda.device.type == "cuda" and torch.equal(on_cuda.cpu(), on_cpu)
+
+
+@pytest.mark.parametrize(("name", "tolerance"), [("shapes-softplus", 1e-5), ("shapes-relu", 1e-4)])
+def test_smoothgrad_with_a_cpu_generator_on_cuda_is_the_cpu_run(name, tolerance, twins, shapes):
+    """A CPU generator gives x on CUDA the CPU's noisy points: the CPU's result to float rounding (the tolerances of
+    the same noisy points above); a CUDA generator's different noise lands much further away."""
+    cpu_model, cuda_model = twins[name]
+    x, kwargs = shapes[:2], {"n_samples": 16, "noise_level": 0.15, "batch_size": 8}
+    on_cpu = smoothgrad(cpu_model, x, **kwargs, generator=generator(6))
+    on_cuda = smoothgrad(cuda_model, x.to(CUDA), **kwargs, generator=generator(6))
+    assert on_cuda.device.type == "cuda"
+    assert relative_l2(on_cuda, on_cpu).max() <= tolerance
+    cuda_noise = smoothgrad(cuda_model, x.to(CUDA), **kwargs, generator=generator(6, "cuda"))
+    assert relative_l2(cuda_noise, on_cpu).min() > 100 * tolerance
+
+
+def test_all_attributions_and_explanation_functions_with_cpu_noise_match_the_cpu(twins, shapes):
+    """``noise_device="cpu"``: the random map is the CPU's bit for bit, the smoothed maps to float rounding."""
+    cpu_model, cuda_model = twins["shapes-softplus"]
+    x = shapes[:2]
+    kwargs = {"gradcam_layer": "", "levels": {0.15: ("abs", "raw"), 0.3: ("abs",)}, "n_samples": 8}
+    kwargs |= {"methods": ("smoothgrad", "random"), "noise_device": "cpu"}
+    on_cpu = all_attributions(cpu_model, x, **kwargs)
+    on_cuda = all_attributions(cuda_model, x.to(CUDA), **kwargs)
+    assert list(on_cuda) == list(on_cpu) and torch.equal(on_cuda["random"].cpu(), on_cpu["random"])
+    for name in ("smoothgrad_abs_0.15", "smoothgrad_raw_0.15", "smoothgrad_abs_0.3"):
+        assert relative_l2(on_cuda[name], on_cpu[name]).max() <= 1e-4, name
+    explain = {
+        model: explanation_function("smoothgrad_abs_0.15", model, 0, n_samples=8, seed=3, noise_device="cpu")
+        for model in (cpu_model, cuda_model)
+    }
+    assert relative_l2(explain[cuda_model](x.to(CUDA)), explain[cpu_model](x)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_deletion_curves_match_the_cpu_even_with_the_callers_tf32_on(name, twins, shapes):
+    """Full float32 forward passes and blurred baseline: the CPU's probabilities, whatever the caller allows."""
+    cpu_model, cuda_model = twins[name]
+    x = shapes[:4]
+    maps = vanilla_gradient(cpu_model, x).abs().amax(1)
+    on_cpu = deletion_curve(cpu_model, x, maps, baseline="blur", steps=16, generator=generator(9))
+    with float32_precision(tf32=True):  # the caller allows TF32 (PyTorch's own default for cuDNN)
+        on_cuda = deletion_curve(
+            cuda_model, x.to(CUDA), maps.to(CUDA), baseline="blur", steps=16, generator=generator(9)
+        )
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=0, atol=1e-4)
+
+
+def test_lite0_top_k_matches_the_cpu_even_with_the_callers_tf32_on(lite0):
+    on_cpu = load_model("efficientnet-lite0", device="cpu")
+    on_cuda = replace(on_cpu, model=lite0[1])
+    x = torch.stack([load_image(name) for name in ("chelsea", "coffee", "rocket")])
+    expected = on_cpu.top_k(x, k=5)
+    with float32_precision(tf32=True):  # the caller allows TF32 (PyTorch's own default for cuDNN)
+        found = on_cuda.top_k(x.to(CUDA), k=5)
+    for row_cpu, row_cuda in zip(expected, found, strict=True):
+        assert [name for name, _ in row_cuda] == [name for name, _ in row_cpu]
+        assert [p for _, p in row_cuda] == pytest.approx([p for _, p in row_cpu], abs=1e-4)
 
 
 @pytest.mark.parametrize("aggregate", ["abs", "raw"])

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torchvision.transforms import functional as TF
 
 from smoothgrad_lib.faithfulness import (
     BASELINE_BLUR_SIGMA,
@@ -13,6 +14,7 @@ from smoothgrad_lib.faithfulness import (
     deletion_curve,
     insertion_curve,
 )
+from smoothgrad_lib.precision import current_settings, float32_precision
 
 
 def test_deletion_in_order_of_contribution_beats_random_order(linear_contributions):
@@ -57,6 +59,34 @@ def test_curves_do_not_depend_on_batch_size_and_ties_are_deterministic(linear_co
     ]
     assert torch.equal(shuffled[0], shuffled[1]) and not torch.equal(shuffled[0], shuffled[2])
     assert not torch.equal(shuffled[0], raster)
+
+
+@pytest.mark.parametrize("curve", [deletion_curve, insertion_curve])
+def test_every_forward_pass_of_a_curve_is_in_full_float32_whatever_the_callers_setting(
+    curve, linear_contributions, settings_probe
+):
+    model, x, w = linear_contributions()
+    probe = settings_probe(model)
+    with float32_precision():
+        full = current_settings()
+    with float32_precision(tf32=True):  # the caller allows TF32 (cuDNN's default)
+        callers = current_settings()
+        curve(probe, x, (w * x).sum(1), baseline=0.0, steps=4)
+        assert current_settings() == callers
+    assert len(probe.seen) >= 2 and set(probe.seen) == {full} != {callers}  # the clean pass and the curve's
+
+
+def test_blur_convolves_in_full_float32_whatever_the_callers_setting(monkeypatch):
+    seen = []
+    gaussian_blur = TF.gaussian_blur
+    monkeypatch.setattr(TF, "gaussian_blur", lambda *args: seen.append(current_settings()) or gaussian_blur(*args))
+    with float32_precision():
+        full = current_settings()
+    with float32_precision(tf32=True):
+        callers = current_settings()
+        blur(torch.rand(1, 3, 8, 8), 1.0)
+        assert current_settings() == callers
+    assert seen == [full] and full != callers
 
 
 def test_curve_baselines(linear_contributions):

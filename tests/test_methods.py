@@ -3,6 +3,7 @@ blurred vanilla, the ReLU6 guard of Guided Backprop, smoothed methods against Ca
 and all_attributions against the functions it stands for."""
 
 import copy
+from collections.abc import Callable
 
 import captum.attr
 import pytest
@@ -31,6 +32,13 @@ from smoothgrad_lib.shapes import make_shapes
 from smoothgrad_lib.twins import load_twin
 
 SHAPES_LAYER = "14"  # the last ReLU of ShapesCNN, 8x8
+
+
+def seeded_net(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """``build()`` in eval mode, its weights from ``seed`` rather than the global random state (left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +245,11 @@ def test_integrated_gradients_completeness(activation, tolerance):
 def test_grad_cam_of_a_global_average_pooling_network_is_the_class_activation_map():
     # logit_c = sum_k w_ck mean_ij A_k(i, j): Grad-CAM's weight of channel k is w_ck / (h w), so its map is
     # ReLU(sum_k w_ck A_k) / (h w) (Zhou et al.'s CAM over h w), at the input's size (padding 1: no upsampling).
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
-    ).eval()
+    model = seeded_net(
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+        )
+    )
     x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         activations = model[1](model[0](x))
@@ -253,7 +263,7 @@ def test_grad_cam_of_a_global_average_pooling_network_is_the_class_activation_ma
 def test_guided_backprop_of_a_two_layer_network_by_hand():
     # y = W2 ReLU(W1 x + b1): the gradient passes the ReLU where z > 0; Guided Backprop passes only the positive
     # part of the incoming gradient there, dx = W1^T ((z > 0) * max(W2_c, 0)).
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    model = seeded_net(lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)))
     x = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         gate = (model[1](x.flatten(1)) > 0).float()
@@ -387,6 +397,25 @@ def test_all_attributions_rejects_bad_arguments(twin):
         all_attributions(model, x[0], gradcam_layer=SHAPES_LAYER)
     with pytest.raises(ValueError, match="outside the model's classes"):
         all_attributions(model, x, 7, gradcam_layer=SHAPES_LAYER, methods=("vanilla",))  # the twins have 4 classes
+
+
+def test_all_attributions_noise_device_cpu_draws_from_cpu_generators(twin, monkeypatch):
+    """On the CPU both choices are the same generators, so the same maps, bit for bit; ``"cpu"`` asks for a CPU
+    generator for every random method and level (on CUDA, tests/test_cuda.py compares the maps with the CPU's)."""
+    model, x = twin
+    kwargs = {"gradcam_layer": SHAPES_LAYER, "seed": 2, "levels": {0.2: ("abs",), 0.1: ("raw",)}, "n_samples": 3}
+    kwargs |= {"methods": ("smoothgrad", "random")}
+    default = all_attributions(model, x, **kwargs)
+    asked = []
+    make = methods_module.noise_generator
+    monkeypatch.setattr(
+        methods_module, "noise_generator", lambda seed, x, where: asked.append((seed, where)) or make(seed, x, where)
+    )
+    on_cpu = all_attributions(model, x, noise_device="cpu", **kwargs)
+    assert sorted(asked) == [(2, "cpu"), (3, "cpu"), (4, "cpu")]
+    assert list(on_cpu) == list(default) and all(torch.equal(on_cpu[k], default[k]) for k in default)
+    with pytest.raises(ValueError, match="noise_device must be 'input' .* or 'cpu'"):
+        all_attributions(model, x, noise_device="cuda", **kwargs)
 
 
 def test_a_new_method_is_one_registry_entry(twin, monkeypatch):

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from smoothgrad_lib import PHOTOS, load_image
-from smoothgrad_lib.models import IMAGENET_MEAN, IMAGENET_STD, MODELS, REGISTRY, Normalize, load_model
+from smoothgrad_lib.models import IMAGENET_MEAN, IMAGENET_STD, MODELS, REGISTRY, LoadedModel, Normalize, load_model
+from smoothgrad_lib.precision import current_settings, float32_precision
 from smoothgrad_lib.twins import TWINS
 
 
@@ -36,6 +37,19 @@ def test_lite0_classifies_the_bundled_photos(lite0):
     assert top1["chelsea"] in {"Egyptian cat", "tiger cat", "tabby"}
     assert top1["coffee"] in {"espresso", "cup"}
     assert top1["rocket"] in {"missile", "projectile"}
+
+
+def test_top_k_runs_in_full_float32_whatever_the_callers_setting(relu_twin, settings_probe):
+    probe = settings_probe(relu_twin.model)
+    loaded = LoadedModel("probe", probe, relu_twin.categories, 64, relu_twin.mean, relu_twin.std)
+    with float32_precision():
+        full = current_settings()
+    with float32_precision(tf32=True):  # the caller allows TF32 (cuDNN's default)
+        callers = current_settings()
+        top = loaded.top_k(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), k=2)
+        assert current_settings() == callers
+    assert probe.seen == [full] and full != callers
+    assert [len(row) for row in top] == [2, 2] and all(0 <= p <= 1 for row in top for _, p in row)
 
 
 def test_lite0_expects_tensorflow_normalisation_not_imagenet_mean_std(lite0):

@@ -7,9 +7,10 @@ from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max
 from torch import nn
 
+from smoothgrad_lib import methods as methods_module
 from smoothgrad_lib import vanilla_gradient
 from smoothgrad_lib.faithfulness import gaussian_perturbations, infidelities, infidelity
-from smoothgrad_lib.methods import attribution_methods, explanation_function
+from smoothgrad_lib.methods import attribution_methods, explanation_function, explanation_functions
 from smoothgrad_lib.models import load_model
 from smoothgrad_lib.robustness import (
     class_sensitivity,
@@ -212,6 +213,22 @@ def test_explanation_function_common_and_independent_noise():
     assert max_sensitivity(common, x, 1e-12, 2, generator=torch.Generator().manual_seed(0)).max() < 1e-4
     with pytest.raises(ValueError, match="unknown method"):
         explanation_function("saliency", model)
+
+
+def test_explanation_function_draws_from_a_cpu_generator_on_request(monkeypatch):
+    model, x = tiny_relu_net(), images(2)
+    default = explanation_function("smoothgrad_abs_0.15", model, 0, n_samples=3, seed=5)(x)
+    asked = []
+    make = methods_module.noise_generator
+    monkeypatch.setattr(
+        methods_module, "noise_generator", lambda seed, x, where: asked.append((seed, where)) or make(seed, x, where)
+    )
+    explain = explanation_functions(
+        {"sg": ("smoothgrad_abs_0.15", {"n_samples": 3}, True)}, model, 0, seed=5, noise_device="cpu"
+    )["sg"]
+    assert torch.equal(explain(x), default) and asked == [(5, "cpu")]
+    with pytest.raises(ValueError, match="noise_device must be"):
+        explanation_function("smoothgrad_abs_0.15", model, noise_device="gpu")
 
 
 def test_bad_arguments():

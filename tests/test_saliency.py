@@ -304,8 +304,8 @@ def test_bad_input_is_a_clear_error(error, message, call, small_cnn, random_imag
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device type (CUDA) for the generator")
-def test_generator_on_another_device_is_a_clear_error(small_cnn, random_images):
-    with pytest.raises(ValueError, match="generator"):
+def test_a_cuda_generator_for_a_cpu_x_is_a_clear_error(small_cnn, random_images):
+    with pytest.raises(ValueError, match="generator is on cuda:0 but x is on cpu: use a generator on x's device"):
         smoothgrad(small_cnn(), random_images(1), generator=torch.Generator(device="cuda"))
 
 

@@ -2,8 +2,11 @@
 # The GPU checks in one run, for a machine with a CUDA GPU (run from the repository root):
 #   1. the CUDA tests (pytest -m cuda tests/test_cuda.py),
 #   2. every report notebook as a script on the GPU (default_device() picks CUDA), its printed text diffed
-#      against the committed CPU outputs,
-#   3. the CUDA speed table against Captum (benchmarks/bench_smoothgrad.py --device cuda).
+#      against the committed CPU outputs (OUT_DIR/notebooks.txt) and the differing lines counted per notebook
+#      (OUT_DIR/notebooks-summary.txt, tools/notebook_script.py diffcount),
+#   3. the CUDA speed table against Captum (benchmarks/bench_smoothgrad.py --device cuda), also as a JSON record:
+#      OUT_DIR/bench.json, and the same file as OUT_DIR/benchmarks/results/smoothgrad-<device>.json, ready to be
+#      copied into the checkout's benchmarks/results/.
 # Each part's log goes to OUT_DIR; the script goes on after a failure and exits non-zero if any part failed.
 #
 #   tools/gpu_check.sh OUT_DIR [extra arguments for the benchmark, e.g. --quick or --repeats 5]
@@ -33,6 +36,8 @@ echo "==> CUDA tests"
 python3 -m pytest -o addopts="" -p no:cacheprovider -m cuda -rs tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.log" \
     || status=1
 
+: >"$out/notebooks.txt"
+: >"$out/notebooks-summary.txt"
 for notebook in report/*.ipynb; do
     name=$(basename "$notebook" .ipynb)
     echo "==> $name as a script"
@@ -41,12 +46,25 @@ for notebook in report/*.ipynb; do
     start=$(date +%s)
     (cd report && python3 "/tmp/$name.py") >"$out/$name.txt" 2>"/tmp/$name.err"
     rc=$?
+    seconds=$(( $(date +%s) - start ))
     [ "$rc" = 0 ] || { status=1; tail -20 "/tmp/$name.err"; }
-    echo "$name: exit $rc, $(( $(date +%s) - start )) s; diff of its printed text against the committed CPU run:" \
-        | tee -a "$out/notebooks.txt"
+    differ=$(python3 tools/notebook_script.py diffcount "$notebook" "$out/$name.txt")
+    echo "$name: exit $rc, $seconds s; $differ" | tee -a "$out/notebooks-summary.txt"
+    echo "$name: exit $rc, $seconds s; $differ; diff of its printed text against the committed CPU run:" \
+        >>"$out/notebooks.txt"
     diff "/tmp/$name.cpu.txt" "$out/$name.txt" >>"$out/notebooks.txt"
 done
 
 echo "==> benchmark"
-python3 benchmarks/bench_smoothgrad.py --device cuda "$@" 2>&1 | tee "$out/bench.txt" || status=1
+rm -f "$out/bench.json"
+python3 benchmarks/bench_smoothgrad.py --device cuda --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.txt" \
+    || status=1
+if [ -f "$out/bench.json" ]; then
+    mkdir -p "$out/benchmarks/results"
+    named=$(python3 -c 'import json, sys; from benchmarks.bench_smoothgrad import results_name
+print(results_name(json.load(open(sys.argv[1]))))' "$out/bench.json") \
+        && cp "$out/bench.json" "$out/benchmarks/results/$named" || status=1
+else
+    status=1
+fi
 exit $status
