@@ -25,8 +25,9 @@ name) or, without one, for the class the model predicts. Each method's map is ``
   its noise floor: with the map of the trained model drawn with other noise (1 for a deterministic method). A map
   that reflects the model falls well below its floor.
 
-Randomness is per image: image ``name`` draws from seeds made of ``--seed`` and its name (``image_seed``), so a map
-does not depend on which process computes it, on the order, or on a resumed run. The summary's contrasts are
+Randomness is per image: image ``name`` draws from seeds made of ``--seed`` and its name (``image_seed``), on the CPU
+whatever the device (``noise_device="cpu"``), so a map does not depend on which process or device computes it, on
+the order, or on a resumed run. The summary's contrasts are
 declared here, before any data: SmoothGrad against the vanilla gradient and against the blurred vanilla map, on
 deletion and on insertion AUC (those of them whose methods were run), paired Student-t intervals over images and
 Holm's adjustment over the family (``stats.contrast_family``). The ``random`` map is the null: its scores are what
@@ -63,9 +64,10 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,7 @@ from .noise import seeded_generator
 from .plotting import image_grid
 from .randomisation import randomize_layers
 from .roar import code_version
+from .saliency import default_batch_size
 from .stats import contrast_family, format_p, mean_ci
 
 PROG = "evaluate"
@@ -125,16 +128,18 @@ class Setup:
     device: torch.device
     settings: dict[str, object]
     randomised: nn.Module | None = None
+    batch_size: int | None = None  # inputs per forward pass (None: the library's default); halved on out-of-memory
     labels: dict[str, int] = field(default_factory=dict)
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``smoothgrad evaluate`` (its options: ``cli``): exit status 0, or 2 after a one-line error."""
     rank, world = _start_processes()
-    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # Captum's Guided Backprop
-    warnings.filterwarnings("ignore", message="Internal batch size cannot be less")  # and Integrated Gradients
     try:
-        return _evaluate(args, rank, world)
+        with warnings.catch_warnings():  # the caller's warning filters are restored afterwards
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # Captum's Guided Backprop
+            warnings.filterwarnings("ignore", message="Internal batch size cannot be less")  # and its IG
+            return _evaluate(args, rank, world)
     except CommandError as error:
         if rank == 0:
             print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -241,7 +246,6 @@ def _setup(args: argparse.Namespace, rank: int, world: int) -> Setup:
         "sanity": 0 if args.maps_only else args.sanity,
         "maps_only": args.maps_only,
         "seed": args.seed,
-        "device_type": device.type,
     }
     setup = Setup(loaded.model, categories, args.channels, size, gradcam_layer, methods, unavailable, device, settings)
     if settings["sanity"]:
@@ -403,6 +407,8 @@ def _runnable(
             continue
         try:
             _attributions(args, model, probe, None, (name,), gradcam_layer, args.seed)
+        except torch.OutOfMemoryError:  # it runs, in smaller batches (_halving_on_out_of_memory)
+            runs.append(name)
         except Exception as error:  # noqa: BLE001 - any failure of a method on the model is reported, not raised
             unavailable[name] = f"{type(error).__name__}: {_one_line(error)[:300]}"
         else:
@@ -542,11 +548,32 @@ def _explain_images(
             _write_json(_record_path(args.out, name).with_suffix(".skipped"), {"reason": _one_line(error)})
             continue
         seconds["read"] += time.perf_counter() - tic
-        record = _explain_one(args, setup, name, x, index, seconds)
+        explain = partial(_explain_one, args, setup, name, x, index, seconds)
+        record = _halving_on_out_of_memory(setup, x, explain)
         tic = time.perf_counter()
         _write_image(args.out, name, record.pop("maps"), record)
         seconds["write"] += time.perf_counter() - tic
     return seconds
+
+
+def _halving_on_out_of_memory(
+    setup: Setup, x: torch.Tensor, work: Callable[[], dict[str, object]]
+) -> dict[str, object]:
+    """``work()``; when the device runs out of memory, again with half the inputs per forward pass (kept for the
+    images after it), down to one. The batch size changes results by float rounding only."""
+    while True:
+        try:
+            return work()
+        except torch.OutOfMemoryError:
+            current = setup.batch_size or default_batch_size(x)
+            if current == 1:
+                raise CommandError(
+                    "out of memory with one input per forward pass: use a smaller --size, fewer --methods, or "
+                    "another --device."
+                ) from None
+            setup.batch_size = current // 2
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def _read(path: Path, setup: Setup) -> torch.Tensor:
@@ -567,7 +594,9 @@ def _explain_one(
     predicted = int(probabilities.argmax())
     target = setup.labels.get(name, predicted)
     seed = image_seed(args.seed, name)
-    attributions = _attributions(args, setup.model, x, target, setup.methods, setup.gradcam_layer, seed)
+    attributions = _attributions(
+        args, setup.model, x, target, setup.methods, setup.gradcam_layer, seed, setup.batch_size
+    )
     maps = {method: saliency_map(a, normalize=None) for method, a in attributions.items()}
     seconds["maps"] += time.perf_counter() - tic
     record: dict[str, object] = {
@@ -598,6 +627,7 @@ def _attributions(
     methods: Sequence[str],
     gradcam_layer: str,
     seed: int,
+    batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """``all_attributions`` of the methods on x (1, C, S, S), keyed by the methods' registry names."""
     out = all_attributions(
@@ -610,6 +640,8 @@ def _attributions(
         n_samples=args.n_samples,
         ig_steps=args.ig_steps,
         methods=methods,
+        batch_size=batch_size,
+        noise_device="cpu",  # the same noise on every device: a run may resume on another
     )
     suffix = f"_abs_{args.noise_level:g}"
     return {name.removesuffix(suffix) if METHODS.get(name.removesuffix(suffix)) else name: a for name, a in out.items()}
@@ -626,10 +658,10 @@ def _scores(
     """Deletion and insertion AUC and AOPC (MoRF, LeRF) of each map: all maps' curves in one call per curve."""
     stacked = torch.cat(list(maps.values()))  # (M, H, W)
     images = x.expand(len(maps), -1, -1, -1)
-    options = {"baseline": BASELINES[args.baseline], "steps": args.steps}
+    options = {"baseline": BASELINES[args.baseline], "steps": args.steps, "batch_size": setup.batch_size}
 
-    def ties() -> torch.Generator:
-        return seeded_generator(seed, x.device)
+    def ties() -> torch.Generator:  # breaks ties in a map at random, drawn on the CPU as the noise is
+        return seeded_generator(seed)
 
     deletion = deletion_curve(setup.model, images, stacked, target, generator=ties(), **options)
     insertion = insertion_curve(setup.model, images, stacked, target, generator=ties(), **options)
@@ -648,8 +680,9 @@ def _sanity(
 ) -> dict[str, dict[str, float]]:
     """Spearman of each map with the randomised model's map and with the trained model's map under other noise."""
     other = image_seed(args.seed, name, "sanity")
-    again = _attributions(args, setup.model, x, target, setup.methods, setup.gradcam_layer, other)
-    random = _attributions(args, setup.randomised, x, target, setup.methods, setup.gradcam_layer, other)
+    batch = setup.batch_size
+    again = _attributions(args, setup.model, x, target, setup.methods, setup.gradcam_layer, other, batch)
+    random = _attributions(args, setup.randomised, x, target, setup.methods, setup.gradcam_layer, other, batch)
     return {
         method: {
             "randomised_rho": float(rank_correlation(saliency_map(random[method], normalize=None), m)[0]),

@@ -320,7 +320,7 @@ def merge_grids(reports: Sequence[dict[str, object]]) -> dict[str, object]:
     Every setting but ``methods``, ``fractions`` and ``seeds`` must agree; those become the sorted unions. The cells
     are pooled, and a (method, fill, fraction, seed) cell in two reports must have one accuracy; so must a seed's
     baseline (the same retraining, run by two commands: a check that it is reproducible). ``sources`` keeps each
-    report's command, code version, seconds and number of cells; a single report is returned as it is.
+    report's command, code version, seconds and numbers of cells and baselines; a single report is returned as it is.
 
     Examples:
         >>> one = {"settings": {"epochs": 2, "methods": ["m"], "fractions": [0.1], "seeds": [0]},
@@ -355,7 +355,8 @@ def merge_grids(reports: Sequence[dict[str, object]]) -> dict[str, object]:
             if baseline.setdefault(seed, accuracy) != accuracy:
                 raise ValueError(f"seed {seed}'s baseline has two accuracies: {baseline[seed]} and {accuracy}.")
     sources = [
-        {key: report[key] for key in ("command", "code_version", "seconds")} | {"cells": len(report["cells"])}
+        {key: report[key] for key in ("command", "code_version", "seconds")}
+        | {"cells": len(report["cells"]), "baselines": len(report["baseline"])}
         for report in reports
     ]
     return {"settings": settings, "baseline": baseline, "cells": list(cells.values()), "sources": sources}

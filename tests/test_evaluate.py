@@ -110,6 +110,7 @@ def test_maps_and_scores_are_the_librarys(data: Path, reference: Path):
         n_samples=4,
         ig_steps=16,
         methods=METHODS,
+        noise_device="cpu",
     )
     stored = np.load(reference / "maps" / f"{name}.npz")  # numpy alone reads the maps
     assert sorted(stored.files) == sorted(METHODS)
@@ -256,3 +257,28 @@ def test_out_with_another_runs_results_is_refused_unless_forced(data: Path, two:
     assert evaluate("--model", "shapes-relu", "--images", two, "--out", tmp_path / "other", *FAST) == 2
     assert "holds other files and no evaluate run" in capsys.readouterr().err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(two: Path, tmp_path: Path, monkeypatch):
+    """A device that runs out of memory above 8 inputs per forward pass: the image is retried with half the batch
+    (16 -> 8), the smaller batch is kept for the next image, and the maps are those of the default batch."""
+    import smoothgrad_lib.evaluate as evaluate_module
+
+    calls = []
+
+    def tight(*args, batch_size=None, **kwargs):
+        calls.append(batch_size)
+        if batch_size is None or batch_size > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return all_attributions(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "all_attributions", tight)
+    monkeypatch.setattr(evaluate_module, "default_batch_size", lambda x: 16)
+    argv = ("--model", "shapes-relu", "--images", two, *FAST, "--maps-only", "--methods", "vanilla", "smoothgrad")
+    assert evaluate(*argv, "--out", tmp_path / "tight") == 0
+    assert calls[:4] == [None, None, None, 8] and set(calls[4:]) == {8}  # 2 probes; 16 fails once, then 8
+    monkeypatch.undo()
+    assert evaluate(*argv, "--out", tmp_path / "roomy") == 0
+    for name, arrays in maps_of(tmp_path / "tight").items():
+        for method, values in arrays.items():  # another batch size changes the maps by float rounding only
+            np.testing.assert_allclose(values, maps_of(tmp_path / "roomy")[name][method], rtol=1e-5, atol=1e-8)
