@@ -103,7 +103,7 @@ def main() -> None:
         if args.full:
             write_shapes(work / "full", args.full, seed=22)
             seconds = command(work / "full", work / "full-out")
-            stages = json.loads((work / "full-out" / "run.json").read_text())["seconds"]
+            stages = json.loads((work / "full-out" / "run.json").read_text())["seconds"]["stages"]
             print(f"whole run, {args.full} images x {len(METHODS)} methods, default scores: {seconds:.0f} s")
             print("  stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items() if v is not None))
             record["full"] = {"images": args.full, "seconds": seconds, "stages": stages}

@@ -39,7 +39,8 @@ What ``OUT`` holds (all of it readable without this package):
   the old results first);
 * ``maps/<image path>.npz``: ``numpy.load`` gives one float32 array (H, W) per method name;
 * ``maps/<image path>.json``: the image's class and scores; written last, atomically: an image is done when it
-  exists, and a rerun skips it (a killed run loses at most the image in flight);
+  exists, and a rerun skips it (a killed run loses at most the image in flight; a rerun trusts what is done, so
+  after changing an image file use a new ``OUT`` or ``--force``);
 * ``skipped.csv`` (images that could not be read, and why), ``per_image.csv`` (one row per image and method),
   ``summary.csv`` (per method and score: mean, 95% t-interval, n), ``contrasts.csv``, ``unavailable.csv`` (methods
   that cannot run on this model, and why), ``summary.md`` with ``figure.png``, and ``run.json`` (settings, code
@@ -64,6 +65,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -111,7 +113,13 @@ FIGURE_IMAGES = 4
 
 
 class CommandError(Exception):
-    """A problem with the command's input, reported as one line before any long work."""
+    """A problem with the command's input, reported as one line (before any long work where it can be).
+
+    ``process_only``: met by this process alone (under torchrun), so it prints it whatever its rank."""
+
+    def __init__(self, message: str, process_only: bool = False) -> None:
+        super().__init__(message)
+        self.process_only = process_only
 
 
 @dataclass
@@ -129,6 +137,7 @@ class Setup:
     settings: dict[str, object]
     randomised: nn.Module | None = None
     batch_size: int | None = None  # inputs per forward pass (None: the library's default); halved on out-of-memory
+    sanity_names: frozenset[str] = frozenset()  # the images of the randomisation check
     labels: dict[str, int] = field(default_factory=dict)
 
 
@@ -141,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message="Internal batch size cannot be less")  # and its IG
             return _evaluate(args, rank, world)
     except CommandError as error:
-        if rank == 0:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+        if rank == 0 or error.process_only:  # an error every process met is printed once
+            where = f" (process {rank + 1} of {world})" if world > 1 else ""
+            print(f"{PROG}: error{where}: {error}", file=sys.stderr)
         return 2
     finally:
         if world > 1:
@@ -168,16 +178,21 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int) -> int:
         dist.broadcast_object_list(plan, src=0)
     if plan[0] is not None:
         raise CommandError(str(plan[0]))
-    names, pending = plan[1]  # type: ignore[misc]
+    names, pending, setup.sanity_names = plan[1]  # type: ignore[misc]
     setup.labels = _read_labels(args.labels, names, setup.categories) if args.labels else {}
     mine = _share(pending, rank, world)
-    seconds = _explain_images(args, setup, names, mine, rank, world)
+    try:
+        seconds = _explain_images(args, setup, names, mine, rank, world)
+    except CommandError as error:
+        raise CommandError(str(error), process_only=True) from None
     (args.out / "ranks").mkdir(exist_ok=True)
     _write_json(args.out / "ranks" / f"rank-{rank}.json", {"images": len(mine), "seconds": seconds})
     if world > 1:
         dist.barrier()
     if rank == 0:
         summarise(args.out, wall=time.perf_counter() - started, processes=world, command=args.command_line)
+        if not read_records(args.out):
+            raise CommandError(f"no image of {str(args.images)!r} could be read: {args.out / 'skipped.csv'} says why.")
         print(f"{PROG}: {args.out / ('per_image.csv' if args.maps_only else 'summary.md')} written")
     return 0
 
@@ -231,7 +246,7 @@ def _setup(args: argparse.Namespace, rank: int, world: int) -> Setup:
         "model_sha256": source,
         "images": str(args.images.resolve()),
         "labels_sha256": _sha256(args.labels) if args.labels else None,
-        "methods": list(args.methods),
+        "methods": list(methods),  # those that run on the model (unavailable.csv: the others)
         "size": size,
         "channels": args.channels,
         "mean": list(loaded.mean),
@@ -269,6 +284,8 @@ def _check_options(args: argparse.Namespace) -> None:
     ):
         if value < least:
             raise CommandError(f"{name} must be an integer >= {least}, got {value}.")
+    if not 0 <= args.seed < 2**63:
+        raise CommandError(f"--seed must be an integer in 0..{2**63 - 1}, got {args.seed}.")
     if args.size is not None and args.size < 8:
         raise CommandError(f"--size must be at least 8 pixels, got {args.size}.")
     if not (math.isfinite(args.noise_level) and args.noise_level > 0):
@@ -287,7 +304,7 @@ def _device(name: str, rank: int, world: int) -> torch.device:
     try:
         device = resolve_device(name)
     except ValueError as error:
-        raise CommandError(_one_line(error)) from None
+        raise CommandError(f"--device {_one_line(error)}") from None
     if world > 1 and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     return device
@@ -332,6 +349,8 @@ def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
                 "and --weights."
             ) from None
     module_name, _, factory_name = args.model.partition(":")
+    if os.getcwd() not in sys.path:  # the current folder, as for python -m (the console script leaves it out)
+        sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
@@ -339,7 +358,12 @@ def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
             f"--model {args.model!r}: {_one_line(error)} (the module must be importable from the "
             "current folder or the environment)."
         ) from None
-    network = factory()
+    try:
+        network = factory()
+    except Exception as error:  # noqa: BLE001 - your code's failure, reported in one line
+        raise CommandError(
+            f"--model {args.model!r}: calling it failed: {type(error).__name__}: {_one_line(error)[:300]}"
+        ) from None
     if not isinstance(network, nn.Module):
         raise CommandError(f"--model {args.model!r} returned {type(network).__name__}, not a torch.nn.Module.")
     if args.weights is None:
@@ -347,9 +371,11 @@ def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
     try:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
-    except (OSError, RuntimeError, TypeError, AttributeError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - unpickling, a missing file, mismatched keys: one line each
         raise CommandError(
-            f"--weights {str(args.weights)!r} do not load into {args.model!r}: {_one_line(error)[:300]}"
+            f"--weights {str(args.weights)!r} do not load into {args.model!r} ({type(error).__name__}: "
+            f"{_one_line(error)[:200]}); save the weights with torch.save(model.state_dict(), path) (a checkpoint "
+            "dict: save its state dict alone)."
         ) from None
     return network, _sha256(args.weights)
 
@@ -359,7 +385,7 @@ def _check_output(model: nn.Module, probe: torch.Tensor) -> int:
     try:
         with torch.no_grad():
             logits = model(probe)
-    except RuntimeError as error:
+    except Exception as error:  # noqa: BLE001 - the model's own failure on the input, in one line
         raise CommandError(
             f"the model fails on a {tuple(probe.shape)} input: {_one_line(error)[:300]} (check --size and --channels)."
         ) from None
@@ -384,12 +410,20 @@ def _categories(names: Sequence[str], n_classes: int) -> tuple[str, ...]:
 
 
 def _gradcam_layer(args: argparse.Namespace, loaded: LoadedModel) -> str:
-    """The module Grad-CAM explains: ``--gradcam-layer`` (of your network), the registry's, or the last Conv2d."""
-    if args.model in MODELS:
-        given = args.gradcam_layer or GRADCAM_LAYERS.get(args.model, "14")  # "14": the shapes twins' last ReLU
-        return given
+    """The module Grad-CAM explains: ``--gradcam-layer`` (a name of your network's ``named_modules()``; of the loaded
+    model's for a registry model), the registry's, or the last Conv2d ("" if none)."""
     if args.gradcam_layer:
-        return f"1.{args.gradcam_layer}" if args.mean or args.std else args.gradcam_layer  # Normalize is "0"
+        wrapped = args.model not in MODELS and bool(args.mean or args.std)  # then Normalize is "0", your network "1"
+        layer = f"1.{args.gradcam_layer}" if wrapped else args.gradcam_layer
+        names = {name for name, _ in loaded.model.named_modules()}
+        if layer not in names:
+            raise CommandError(
+                f"--gradcam-layer {args.gradcam_layer!r} is not a module of the model: use a name from "
+                "model.named_modules() (Grad-CAM usually explains the last convolutional block)."
+            )
+        return layer
+    if args.model in MODELS:
+        return GRADCAM_LAYERS.get(args.model, "14")  # "14": the shapes twins' last ReLU
     convs = [
         name for name, m in loaded.model.named_modules() if getattr(m, "original_name", type(m).__name__) == "Conv2d"
     ]
@@ -407,7 +441,7 @@ def _runnable(
             continue
         try:
             _attributions(args, model, probe, None, (name,), gradcam_layer, args.seed)
-        except torch.OutOfMemoryError:  # it runs, in smaller batches (_halving_on_out_of_memory)
+        except torch.cuda.OutOfMemoryError:  # it runs, in smaller batches (_halving_on_out_of_memory)
             runs.append(name)
         except Exception as error:  # noqa: BLE001 - any failure of a method on the model is reported, not raised
             unavailable[name] = f"{type(error).__name__}: {_one_line(error)[:300]}"
@@ -420,20 +454,22 @@ def _runnable(
 
 def _randomised(model: nn.Module, seed: int) -> tuple[nn.Module | None, str | None]:
     """The model with every layer re-initialised, or why there is none (e.g. a TorchScript model)."""
-    try:
-        *_, (_, randomised) = randomize_layers(model, generator=seeded_generator(seed))
+    try:  # the cascade's last model, every layer re-initialised; one copy at a time in memory
+        ((_, randomised),) = deque(randomize_layers(model, generator=seeded_generator(seed)), maxlen=1)
     except (ValueError, RuntimeError, AttributeError, TypeError) as error:
         return None, _one_line(error)
     return randomised, None
 
 
-def _prepare_out(args: argparse.Namespace, setup: Setup) -> tuple[list[str], list[int]]:
-    """Process 0: check OUT against the settings (or clear it with --force), write them; the image names and the
-    indices of those not done yet."""
+def _prepare_out(args: argparse.Namespace, setup: Setup) -> tuple[list[str], list[int], frozenset[str]]:
+    """Process 0: check OUT against the settings (or clear it with --force), write them; the image names, the
+    indices of those not done yet, and the names of the randomisation check's images."""
     out = args.out
     settings_path = out / "settings.json"
-    if settings_path.is_file():
-        old = json.loads(settings_path.read_text())
+    for leftover in out.rglob(".*.tmp") if out.is_dir() else ():  # a write cut short by a kill
+        leftover.unlink()
+    old = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+    if old is not None:
         changed = [key for key in setup.settings if old.get(key) != setup.settings[key]]
         if changed and not args.force:
             differences = "; ".join(
@@ -445,20 +481,24 @@ def _prepare_out(args: argparse.Namespace, setup: Setup) -> tuple[list[str], lis
             )
         if changed:
             _clear(out)
+            old = None
     elif out.exists() and any(out.iterdir()):
         raise CommandError(
             f"--out {str(out)!r} is a folder that holds other files and no evaluate run: give a new or empty folder."
         )
-    names = list_images(args.images)
+    names = list_images(args.images, leave_out=out)
     if not names:
         raise CommandError(f"--images {str(args.images)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
     if args.labels:
         _read_labels(args.labels, names, setup.categories)  # its problems before any long work
+    # The randomisation check's images: the first by name when the run began, kept when images are added later.
+    sanity = old["sanity_images"] if old is not None else names[: setup.settings["sanity"]]  # type: ignore[misc]
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(settings_path, setup.settings)
+    shutil.rmtree(out / "ranks", ignore_errors=True)  # this run's processes write theirs anew
+    _write_json(settings_path, setup.settings | {"sanity_images": sanity})
     _write_csv(out / "unavailable.csv", ["method", "reason"], sorted(setup.unavailable.items()))
     pending = [i for i, name in enumerate(names) if not _record_path(out, name).is_file()]
-    return names, pending
+    return names, pending, frozenset(sanity)
 
 
 def _clear(out: Path) -> None:
@@ -479,22 +519,26 @@ def _clear(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def list_images(folder: Path) -> list[str]:
-    """The image files under ``folder`` (by suffix, case-insensitive), as sorted POSIX paths relative to it."""
+def list_images(folder: Path, leave_out: Path | None = None) -> list[str]:
+    """The image files under ``folder`` (by suffix, case-insensitive), as sorted POSIX paths relative to it; none
+    under ``leave_out`` (an OUT inside the images' folder, whose figure is not an image to explain)."""
+    skip = leave_out.resolve() if leave_out is not None else None
     return sorted(
         path.relative_to(folder).as_posix()
         for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and (skip is None or not path.resolve().is_relative_to(skip))
     )
 
 
 def _read_labels(path: Path, names: Sequence[str], categories: Sequence[str]) -> dict[str, int]:
     """image name -> class index from the CSV (columns image,label), checked against the images and the classes."""
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"image", "label"} <= set(reader.fieldnames):
             raise CommandError(f"--labels {str(path)!r} needs a header row with columns image,label.")
-        rows = [(row["image"], row["label"]) for row in reader]
+        rows = [(row["image"].strip(), (row["label"] or "").strip()) for row in reader]
     known, index = set(names), {name: i for i, name in enumerate(categories)}
     missing = [image for image, _ in rows if image not in known]
     if missing:
@@ -537,7 +581,8 @@ def _explain_images(
     """Explain and score this process's images, writing each one's files; seconds spent per stage."""
     seconds = {"read": 0.0, "maps": 0.0, "scores": 0.0, "sanity": 0.0, "write": 0.0}
     desc = f"images (process {rank + 1} of {world})" if world > 1 else "images"
-    for index in tqdm(mine, desc=desc, unit="image", disable=args.no_progress, position=rank, file=sys.stderr):
+    bar = tqdm(mine, desc=desc, unit="image", disable=args.no_progress or rank > 0, file=sys.stderr)  # one bar
+    for index in bar:
         name = names[index]
         if _record_path(args.out, name).is_file():  # done by another process meanwhile
             continue
@@ -564,7 +609,7 @@ def _halving_on_out_of_memory(
     while True:
         try:
             return work()
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             current = setup.batch_size or default_batch_size(x)
             if current == 1:
                 raise CommandError(
@@ -572,8 +617,8 @@ def _halving_on_out_of_memory(
                     "another --device."
                 ) from None
             setup.batch_size = current // 2
-            if x.device.type == "cuda":
-                torch.cuda.empty_cache()
+        if x.device.type == "cuda":  # outside the except block, whose traceback held the failed pass's tensors
+            torch.cuda.empty_cache()
 
 
 def _read(path: Path, setup: Setup) -> torch.Tensor:
@@ -610,9 +655,9 @@ def _explain_one(
     if args.maps_only:
         return record
     tic = time.perf_counter()
-    record["scores"] = _scores(args, setup, x, target, maps, seed)
+    record["scores"] = _scores(args, setup, name, x, target, maps)
     seconds["scores"] += time.perf_counter() - tic
-    if index < setup.settings["sanity"] and setup.randomised is not None:  # type: ignore[operator]
+    if name in setup.sanity_names and setup.randomised is not None:
         tic = time.perf_counter()
         record["sanity"] = _sanity(args, setup, name, x, target, maps)
         seconds["sanity"] += time.perf_counter() - tic
@@ -650,10 +695,10 @@ def _attributions(
 def _scores(
     args: argparse.Namespace,
     setup: Setup,
+    name: str,
     x: torch.Tensor,
     target: int,
     maps: Mapping[str, torch.Tensor],
-    seed: int,
 ) -> dict[str, dict[str, float]]:
     """Deletion and insertion AUC and AOPC (MoRF, LeRF) of each map: all maps' curves in one call per curve."""
     stacked = torch.cat(list(maps.values()))  # (M, H, W)
@@ -661,7 +706,7 @@ def _scores(
     options = {"baseline": BASELINES[args.baseline], "steps": args.steps, "batch_size": setup.batch_size}
 
     def ties() -> torch.Generator:  # breaks ties in a map at random, drawn on the CPU as the noise is
-        return seeded_generator(seed)
+        return seeded_generator(image_seed(args.seed, name, "ties"))
 
     deletion = deletion_curve(setup.model, images, stacked, target, generator=ties(), **options)
     insertion = insertion_curve(setup.model, images, stacked, target, generator=ties(), **options)
@@ -716,7 +761,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _write_json(path: Path, value: object) -> None:
-    _atomic_write(path, (json.dumps(value, indent=1, allow_nan=True) + "\n").encode())
+    """``value`` as standard JSON (NaN, a correlation of a constant map, written as null), atomically."""
+    _atomic_write(path, (json.dumps(_nan_to_none(value), indent=1, allow_nan=False) + "\n").encode())
+
+
+def _nan_to_none(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(item) for item in value]
+    return value
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -739,10 +795,12 @@ def read_records(out: Path) -> list[dict[str, object]]:
 def summarise(out: Path, *, wall: float | None = None, processes: int = 1, command: Sequence[str] = ()) -> None:
     """Write the CSV files, ``summary.md``, ``figure.png`` and ``run.json`` of ``out`` from its image records."""
     settings = json.loads((out / "settings.json").read_text())
-    records = read_records(out)
+    listed = set(list_images(Path(settings["images"]), leave_out=out))  # an image deleted since it ran: left out
+    records = [record for record in read_records(out) if record["image"] in listed]
     skipped = sorted(
         (path.relative_to(out / "maps").as_posix().removesuffix(".skipped"), json.loads(path.read_text())["reason"])
         for path in (out / "maps").rglob("*.skipped")
+        if path.relative_to(out / "maps").as_posix().removesuffix(".skipped") in listed
     )
     _write_csv(out / "skipped.csv", ["image", "reason"], skipped)
     rows = _per_image_rows(records)
@@ -760,7 +818,7 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
         "images": len(records),
         "skipped": len(skipped),
         "unavailable": dict(unavailable),
-        "seconds": {"wall": wall, **stages},
+        "seconds": {"wall": wall, "stages": stages},  # stages: summed over the processes
     }
     _write_json(out / "run.json", run_record)
     if settings["maps_only"] or not records:
@@ -797,7 +855,7 @@ def _summary_rows(records: Sequence[Mapping[str, object]], methods: Sequence[str
     for method in methods:
         for score in (*SCORES, *SANITY_SCORES):
             source = "scores" if score in SCORES else "sanity"
-            values = np.array([r[source][method][score] for r in records if source in r], dtype=float)
+            values = np.array([_number(r[source][method][score]) for r in records if source in r], dtype=float)
             defined = values[np.isfinite(values)]
             interval = mean_ci(defined) if len(defined) >= 2 else None
             rows.append(
@@ -817,14 +875,22 @@ def _summary_rows(records: Sequence[Mapping[str, object]], methods: Sequence[str
     return rows
 
 
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _contrast_rows(records: Sequence[Mapping[str, object]], methods: Sequence[str]) -> list[dict[str, object]]:
     """The declared family (``CONTRASTS``) among the methods run: paired t-intervals, p and Holm's adjusted p."""
     pairs = {}
     for score, reference in CONTRASTS:
-        if SMOOTHGRAD not in methods or reference not in methods or len(records) < 2:
+        if SMOOTHGRAD not in methods or reference not in methods:
             continue
-        ours = np.array([r["scores"][SMOOTHGRAD][score] for r in records])  # type: ignore[index]
-        theirs = np.array([r["scores"][reference][score] for r in records])  # type: ignore[index]
+        ours = np.array([_number(r["scores"][SMOOTHGRAD][score]) for r in records])  # type: ignore[index]
+        theirs = np.array([_number(r["scores"][reference][score]) for r in records])  # type: ignore[index]
+        keep = np.isfinite(ours) & np.isfinite(theirs)  # an undefined score leaves its image out of the pair
+        ours, theirs = ours[keep], theirs[keep]
+        if len(ours) < 2:
+            continue
         pairs[(score, reference)] = (theirs, ours) if BETTER[score] == "smaller" else (ours, theirs)
     if not pairs:
         return []
@@ -917,7 +983,7 @@ def _page(
         for method in methods:
             random, floor = by[(method, "randomised_rho")], by[(method, "floor_rho")]
             lines.append(f"| {method} | {_cell(random)} | {_cell(floor)} | {random['undefined']} |")
-        lines += ["", f"n = {by[(methods[0], 'randomised_rho')]['n']} images (the first by name)."]
+        lines += ["", f"n = {by[(methods[0], 'randomised_rho')]['n']} images (the first by name when the run began)."]
     if contrasts:
         lines += [
             "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_maps_and_scores_are_the_librarys(data: Path, reference: Path):
         assert stored[key].dtype == np.float32 and stored[key].shape == (64, 64)
         torch.testing.assert_close(torch.from_numpy(stored[key]), saliency_map(attribution, normalize=None)[0])
     vanilla = torch.from_numpy(stored["vanilla"])[None]
-    generator = torch.Generator().manual_seed(image_seed(0, name))
+    generator = torch.Generator().manual_seed(image_seed(0, name, "ties"))
     curve = deletion_curve(model, x, vanilla, target, baseline="blur", steps=4, generator=generator)
     scores = records[1]["scores"]["vanilla"]
     assert scores["deletion_auc"] == pytest.approx(float(curve_auc(curve)[0]), abs=1e-6)
@@ -207,6 +208,22 @@ def test_torchscript_and_factory_models(data: Path, two: Path, reference: Path, 
         np.testing.assert_allclose(arrays["vanilla"], eager_maps[name]["vanilla"], rtol=1e-5, atol=1e-7)
 
 
+def test_a_factory_in_the_current_folder_and_an_out_inside_the_images(two, tmp_path, monkeypatch):
+    """The console script does not put the current folder on sys.path as python -m does: the command does, so that
+    mymodel:build is found beside the data; and an OUT inside the images' folder is not read as images."""
+    images = tmp_path / "images"
+    shutil.copytree(two, images)
+    (tmp_path / "mymodel.py").write_text(
+        "from smoothgrad_lib.twins import load_twin\n\ndef build():\n    return load_twin('relu')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    argv = ("--model", "mymodel:build", "--size", 64, "--images", images, "--out", images / "results", *FAST)
+    assert evaluate(*argv) == 0 and evaluate(*argv) == 0  # the second run finds the first's figure.png: not an image
+    assert [r["image"] for r in read_records(images / "results")] == list_images(two)
+    assert "results/figure.png" not in (images / "results" / "skipped.csv").read_text()
+
+
 def test_an_unreadable_image_is_skipped_and_listed(two: Path, tmp_path: Path):
     images = tmp_path / "images"
     images.mkdir()
@@ -229,6 +246,8 @@ def test_an_unreadable_image_is_skipped_and_listed(two: Path, tmp_path: Path):
         (("--model", "shapes-relu", "--methods", "vanila"), r"unknown methods \['vanila'\]"),
         (("--model", "no_such_module:net"), r"No module named 'no_such_module'"),
         (("--model", "shapes-relu", "--weights", "w.pt"), r"--weights is for a model given as package.module:factory"),
+        (("--model", "shapes-relu", "--gradcam-layer", "conv9"), r"--gradcam-layer 'conv9' is not a module"),
+        (("--model", "smoothgrad_lib.twins:ShapesCNN", "--weights", "{bad_name}"), r"do not load into .*state_dict"),
     ],
 )
 def test_bad_input_stops_with_one_line_before_any_work(data, tmp_path, capsys, argv, message):
