@@ -830,7 +830,7 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
     _write_csv(
         out / "contrasts.csv", list(contrasts[0]) if contrasts else ["contrast"], [list(r.values()) for r in contrasts]
     )
-    _figure(out, settings, records[:FIGURE_IMAGES], methods)
+    _figure(out, settings, _one_per_class(records)[:FIGURE_IMAGES], methods)
     (out / "summary.md").write_text(_page(settings, run_record, summary, contrasts, skipped, unavailable))
 
 
@@ -916,10 +916,17 @@ def _rounded(value: float | str) -> float | str:
     return value if isinstance(value, str) else float(f"{value:.6g}")
 
 
+def _one_per_class(records: Sequence[Mapping[str, object]]) -> list[Mapping[str, object]]:
+    """The records, the first of each class explained first (by name), then the rest: the figure's rows."""
+    firsts = list({record["target"]: record for record in reversed(records)}.values())[::-1]
+    return sorted(firsts, key=lambda r: r["image"]) + [r for r in records if all(r is not f for f in firsts)]
+
+
 def _figure(
     out: Path, settings: Mapping[str, object], records: Sequence[Mapping[str, object]], methods: Sequence[str]
 ) -> None:
-    """``figure.png``: the first images and each method's map, each map scaled to its 99th percentile."""
+    """``figure.png``: the images of ``records`` (one per class first) and each method's map, each scaled to its 99th
+    percentile."""
     import matplotlib.pyplot as plt  # here: matplotlib loads in seconds and only process 0 draws
 
     panels, titles = [], []
@@ -929,7 +936,7 @@ def _figure(
         maps = np.load(_record_path(out, name).with_suffix(".npz"))
         shown = [saliency_map(torch.from_numpy(maps[m])[None], normalize="percentile") for m in methods]
         panels.append([image, *shown])
-        titles.append([f"{name[:24]}\nclass {record['target']}", *methods])
+        titles.append([f"{name[:24]}\n{settings['classes'][record['target']][:24]}", *methods])
     fig = image_grid(panels, titles, colorbar="map / its 99th percentile (no unit)")
     fig.savefig(out / "figure.png", dpi=80, bbox_inches="tight")
     plt.close(fig)
@@ -963,7 +970,7 @@ def _page(
         "|---|---|---|---|---|",
     ]
     by = {(r["method"], r["score"]): r for r in summary}
-    methods = list(dict.fromkeys(r["method"] for r in summary))
+    methods = sorted(dict.fromkeys(r["method"] for r in summary), key=lambda m: m != "random")  # the null first
     n = next((r["n"] for r in summary if r["score"] == "deletion_auc"), 0)
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(_cell(by[(method, score)]) for score in SCORES) + " |")
@@ -977,7 +984,7 @@ def _page(
             "its noise floor (the trained model's map under other noise; 1 for a deterministic method). A map that "
             "depends on what the model learnt falls well below its floor.",
             "",
-            "| method | every layer random | noise floor | undefined (constant map) |",
+            "| method | every layer random | noise floor | constant maps (undefined, left out) |",
             "|---|---|---|---|",
         ]
         for method in methods:
@@ -1006,7 +1013,7 @@ def _page(
     if unavailable:
         lines += ["", "## What cannot run on this model", ""]
         lines += [f"- {method}: {reason}" for method, reason in unavailable]
-    lines += ["", "![the first images and their maps](figure.png)", ""]
+    lines += ["", "![an image of each class and its maps](figure.png)", ""]
     version = run_record["code_version"]
     lines += [
         f"smoothgrad_lib {version['package']} ({version['git'] or 'no git'}), torch {run_record['torch']}, "  # type: ignore[index]

@@ -302,22 +302,29 @@ def mean_accuracy(report: dict[str, object]) -> dict[tuple[str, str, float], flo
     return {key: math.fsum(values) / len(values) for key, values in groups.items()}
 
 
-def stored_grid(fill: str) -> dict[str, object]:
-    """The committed ROAR grid for ``fill`` (``"background"`` or ``"mean"``), shipped in ``smoothgrad_lib/results`` so
-    that notebook 05 reads it wherever the package is installed (Colab included): the report ``roar-<fill>.json``,
-    merged (``merge_grids``) with the reports of the commands that extended it, ``roar-<fill>-<extension>.json``
-    (more fractions or seeds), in name order."""
+def stored_grid(fill: str, grid: str = "") -> dict[str, object]:
+    """A committed ROAR grid for ``fill`` (``"background"`` or ``"mean"``), shipped in ``smoothgrad_lib/results`` so
+    that notebook 05 reads it wherever the package is installed (Colab included).
+
+    ``grid=""``: the report ``roar-<fill>.json``. Another name: one grid run by several commands (more fractions or
+    seeds, the same code and recipe), the reports ``roar-<fill>-<grid>-*.json`` merged by ``merge_grids``.
+    """
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
     results = resources.files("smoothgrad_lib.results")
-    names = sorted(p.name for p in results.iterdir() if p.name.startswith(f"roar-{fill}-") and p.name.endswith(".json"))
-    return merge_grids([json.loads(results.joinpath(name).read_text()) for name in [f"roar-{fill}.json", *names]])
+    if not grid:
+        return json.loads(results.joinpath(f"roar-{fill}.json").read_text())
+    names = sorted(p.name for p in results.iterdir() if p.name.startswith(f"roar-{fill}-{grid}-"))
+    if not names:
+        raise ValueError(f"no committed grid roar-{fill}-{grid}-*.json.")
+    return merge_grids([json.loads(results.joinpath(name).read_text()) for name in names])
 
 
 def merge_grids(reports: Sequence[dict[str, object]]) -> dict[str, object]:
     """One grid from several ``roar_report`` reports of the same recipe (more fractions, methods or seeds).
 
-    Every setting but ``methods``, ``fractions`` and ``seeds`` must agree; those become the sorted unions. The cells
+    Every setting but ``methods``, ``fractions`` and ``seeds`` must agree; those become their unions (fractions and
+    seeds sorted). The cells
     are pooled, and a (method, fill, fraction, seed) cell in two reports must have one accuracy; so must a seed's
     baseline (the same retraining, run by two commands: a check that it is reproducible). ``sources`` keeps each
     report's command, code version, seconds and numbers of cells and baselines; a single report is returned as it is.
@@ -344,8 +351,9 @@ def merge_grids(reports: Sequence[dict[str, object]]) -> dict[str, object]:
         if own != first:
             differ = sorted(k for k in own.keys() | first.keys() if own.get(k) != first.get(k))
             raise ValueError(f"the reports differ in {differ}: only methods, fractions and seeds may differ.")
-        for key in pooled:
-            settings[key] = sorted(set(settings[key]) | set(report["settings"][key]))  # type: ignore[index]
+        for key in pooled:  # methods in the order met; fractions and seeds sorted
+            union = list(dict.fromkeys([*settings[key], *report["settings"][key]]))  # type: ignore[index, misc]
+            settings[key] = union if key == "methods" else sorted(union)
         for cell in report["cells"]:  # type: ignore[union-attr]
             key = (cell["method"], cell["fill"], cell["fraction"], cell["seed"])
             if key in cells and cells[key]["accuracy"] != cell["accuracy"]:

@@ -152,7 +152,7 @@ def test_summary_tables_are_means_over_the_images_with_t_intervals(reference: Pa
     ]
     assert all(float(c["p_holm"]) >= float(c["p"]) for c in contrasts)
     page = (reference / "summary.md").read_text()
-    assert "## Declared contrasts" in page and "![the first images and their maps](figure.png)" in page
+    assert "## Declared contrasts" in page and "![an image of each class and its maps](figure.png)" in page
     run = json.loads((reference / "run.json").read_text())
     assert run["images"] == N_IMAGES and run["processes"] == 1 and run["command"].startswith("smoothgrad evaluate")
     assert (reference / "figure.png").stat().st_size > 1000
