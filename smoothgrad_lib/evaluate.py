@@ -593,7 +593,7 @@ def _explain_images(
             _write_json(_record_path(args.out, name).with_suffix(".skipped"), {"reason": _one_line(error)})
             continue
         seconds["read"] += time.perf_counter() - tic
-        explain = partial(_explain_one, args, setup, name, x, index, seconds)
+        explain = partial(_explain_one, args, setup, name, x, seconds)
         record = _halving_on_out_of_memory(setup, x, explain)
         tic = time.perf_counter()
         _write_image(args.out, name, record.pop("maps"), record)
@@ -630,7 +630,7 @@ def _read(path: Path, setup: Setup) -> torch.Tensor:
 
 
 def _explain_one(
-    args: argparse.Namespace, setup: Setup, name: str, x: torch.Tensor, index: int, seconds: dict[str, float]
+    args: argparse.Namespace, setup: Setup, name: str, x: torch.Tensor, seconds: dict[str, float]
 ) -> dict[str, object]:
     """One image's maps (method -> (H, W) float32 array) and record (class, scores)."""
     tic = time.perf_counter()
