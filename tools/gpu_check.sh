@@ -4,7 +4,8 @@
 #   2. every report notebook as a script on the GPU (default_device() picks CUDA), its printed text diffed
 #      against the committed CPU outputs (OUT_DIR/notebooks.txt) and the differing lines counted per notebook
 #      (OUT_DIR/notebooks-summary.txt, tools/notebook_script.py diffcount),
-#   3. the CUDA speed table against Captum (benchmarks/bench_smoothgrad.py --device cuda), also as a JSON record:
+#   3. smoothgrad evaluate on 16 shapes images with --device cuda (OUT_DIR/evaluate, OUT_DIR/evaluate.log),
+#   4. the CUDA speed table against Captum (benchmarks/bench_smoothgrad.py --device cuda), also as a JSON record:
 #      OUT_DIR/bench.json, and the same file as OUT_DIR/benchmarks/results/smoothgrad-<device>.json, ready to be
 #      copied into the checkout's benchmarks/results/.
 # Each part's log goes to OUT_DIR; the script goes on after a failure and exits non-zero if any part failed.
@@ -54,6 +55,12 @@ for notebook in report/*.ipynb; do
         >>"$out/notebooks.txt"
     diff "/tmp/$name.cpu.txt" "$out/$name.txt" >>"$out/notebooks.txt"
 done
+
+echo "==> smoothgrad evaluate on the GPU (16 shapes images; maps and summary in $out/evaluate)"
+python3 -c "from smoothgrad_lib.shapes import write_shapes; write_shapes('/tmp/gpu-evaluate', 16)" \
+    && python3 -m smoothgrad_lib evaluate --model shapes-relu --images /tmp/gpu-evaluate --out "$out/evaluate" \
+        --labels /tmp/gpu-evaluate/labels.csv --device cuda --no-progress 2>&1 | tee "$out/evaluate.log" \
+    || status=1
 
 echo "==> benchmark"
 rm -f "$out/bench.json"
