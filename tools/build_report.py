@@ -118,7 +118,7 @@ NOTEBOOKS = {
         "against its no-information floor, RemOve And Retrain with background and mean fills beside each map's "
         "shape recall (a stored grid and one cell live), class sensitivity, with LRP beside vanilla, SmoothGrad, a "
         "blurred vanilla map, Integrated Gradients and Grad-CAM",
-        151,
+        135,
     ),
     "06-statistics-appendix": Notebook(
         "06 · Appendix: the statistics",
@@ -134,7 +134,7 @@ NOTEBOOKS = {
         "twin and 32 shapes images stand in): every map kept, deletion/insertion/AOPC with the random map's null "
         "first, the randomisation check beside each map's noise floor, Holm-adjusted SmoothGrad contrasts; resuming, "
         "torchrun, and what to change for your own model and data",
-        0,
+        14,
     ),
 }
 NAV_STYLE = """<style>
