@@ -134,7 +134,7 @@ NOTEBOOKS = {
         "twin and 32 shapes images stand in): every map kept, deletion/insertion/AOPC with the random map's null "
         "first, the randomisation check beside each map's noise floor, Holm-adjusted SmoothGrad contrasts; resuming, "
         "torchrun, and what to change for your own model and data",
-        14,
+        16,
     ),
 }
 NAV_STYLE = """<style>

@@ -26,6 +26,7 @@ from tools import make_exercises
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "smoothgrad-exercises"
 APPENDIX = "06-statistics-appendix.ipynb"
+EXTRAS = (APPENDIX, "07-your-own-model.ipynb")  # report notebooks without exercises, as they are
 
 README = """# SmoothGrad exercises
 
@@ -33,7 +34,8 @@ Five Jupyter notebooks on gradient saliency (the vanilla gradient, SmoothGrad, t
 evaluated, robustness), each ending with three exercises: **implement** a function (a check cell says which of its
 properties hold, or what to change), **predict, then measure** (write your prediction before running the cell
 that measures it), and **interpret** (a written answer). Each notebook's exercise section gives the points;
-`{appendix}` explains the statistics they use.
+`{appendix}` explains the statistics they use, and `07-your-own-model.ipynb` runs the comparison on a model and
+images of your own.
 
 ## Set up
 
@@ -65,9 +67,10 @@ def repository_url() -> str:
     return project["urls"]["Repository"]
 
 
-def appendix() -> nbformat.NotebookNode:
-    """The statistics appendix, whose links lead to the student versions beside it."""
-    return nbformat.read(ROOT / "report" / APPENDIX, as_version=4)
+def extra(name: str) -> nbformat.NotebookNode:
+    """A report notebook without exercises (the statistics appendix, your own model), whose links lead to the
+    student versions beside it."""
+    return nbformat.read(ROOT / "report" / name, as_version=4)
 
 
 def check_release(folder: Path) -> list[str]:
@@ -100,10 +103,12 @@ def write_release(out: Path) -> Path:
     students = make_exercises.student_versions()
     for name, notebook in students.items():
         for cell in notebook.cells:
-            cell.source = cell.source.replace(f"](../report/{APPENDIX}", f"]({APPENDIX}")
+            for other in EXTRAS:
+                cell.source = cell.source.replace(f"](../report/{other}", f"]({other}")
         nbformat.write(notebook, folder / name)
-    nbformat.write(appendix(), folder / APPENDIX)
-    listing = "\n".join(f"- `{name}`" for name in [*students, APPENDIX])
+    for name in EXTRAS:
+        nbformat.write(extra(name), folder / name)
+    listing = "\n".join(f"- `{name}`" for name in [*students, *EXTRAS])
     install = f'pip install "smoothgrad-lib @ git+{repository_url()}"'
     (folder / "README.md").write_text(README.format(appendix=APPENDIX, install=install, notebooks=listing))
     problems = check_release(folder)
