@@ -389,9 +389,10 @@ def test_student_versions_link_to_no_teacher_version_and_hold_no_key(name):
 def test_the_release_holds_student_versions_and_nothing_of_the_teachers(tmp_path):
     archive = make_release.write_release(tmp_path)
     folder = tmp_path / make_release.NAME
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*STUDENT, make_release.APPENDIX, "README.md"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*STUDENT, *make_release.EXTRAS, "README.md"])
+    assert make_release.EXTRAS == ("06-statistics-appendix.ipynb", "07-your-own-model.ipynb")
     with zipfile.ZipFile(archive) as zipped:
-        assert len([n for n in zipped.namelist() if not n.endswith("/")]) == len(STUDENT) + 2
+        assert len([n for n in zipped.namelist() if not n.endswith("/")]) == len(STUDENT) + 3
     assert make_release.check_release(folder) == []
     (folder / "01-vanilla-gradient.ipynb").write_text(nbformat.writes(TEACHER["01-vanilla-gradient.ipynb"]))
     found = make_release.check_release(folder)  # a teacher version slipped in: said, every way it shows
