@@ -91,6 +91,7 @@ from .randomisation import randomize_layers
 from .roar import code_version
 from .saliency import default_batch_size
 from .stats import contrast_family, format_p, mean_ci
+from .twins import sha256
 
 PROG = "evaluate"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -1042,7 +1043,7 @@ def _short(value: object) -> str:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256(Path(path).read_bytes())
 
 
 def _one_line(error: BaseException) -> str:
