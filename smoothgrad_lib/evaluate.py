@@ -87,8 +87,8 @@ from .metrics import rank_correlation
 from .models import MODELS, LoadedModel, Normalize, load_model, resolve_device
 from .noise import seeded_generator
 from .plotting import image_grid
+from .provenance import code_version
 from .randomisation import randomize_layers
-from .roar import code_version
 from .saliency import default_batch_size
 from .stats import contrast_family, format_p, mean_ci
 from .twins import sha256

@@ -30,16 +30,13 @@ JSON; ``stored_grid(fill)`` reads the committed one (notebook 05).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -48,6 +45,7 @@ from tqdm.auto import tqdm
 
 from .aggregates import Aggregate
 from .maps import saliency_map
+from .provenance import code_version
 from .shapes import ShapesBatch, make_shapes
 from .train import train
 from .twins import TWINS, load_twin
@@ -270,22 +268,6 @@ def roar(
         "test_images": "make_shapes(n_test, seed=1)",
     }
     return {"settings": settings, "baseline": baselines, "cells": cells, "seconds": seconds}
-
-
-def code_version() -> dict[str, str | None]:
-    """The package version and, when the package sits in a git checkout, its commit (with ``-dirty`` if changed)."""
-    root = Path(__file__).resolve().parents[1]
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    package = sys.modules[__package__]  # the package's own __init__, loaded before any of its modules
-    return {"package": package.__version__, "git": commit or None}
 
 
 def roar_report(result: dict[str, object], command: Sequence[str] | None = None) -> dict[str, object]:

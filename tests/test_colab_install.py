@@ -183,6 +183,10 @@ def test_the_advised_wheel_gets_a_student_through_the_install_cell(colab, tmp_pa
     script = site.parents[2] / "bin" / "smoothgrad"
     usage = subprocess.run([script, "explain", "--help"], capture_output=True, text=True, timeout=300)
     assert usage.returncode == 0 and usage.stdout.startswith("usage: smoothgrad explain [-h]"), usage.stderr
+    # What the commands record as their code version is the commit the wheel was built from.
+    version = "from smoothgrad_lib.provenance import code_version; print(code_version()['git'])"
+    recorded = subprocess.run([script.parent / "python", "-c", version], capture_output=True, text=True, cwd=tmp_path)
+    assert recorded.stdout.strip() == ref, recorded.stderr
 
 
 def test_a_wheel_of_other_library_code_is_not_taken_for_the_pinned_commit(colab, tmp_path):

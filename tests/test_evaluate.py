@@ -208,6 +208,19 @@ def test_torchscript_and_factory_models(data: Path, two: Path, reference: Path, 
         np.testing.assert_allclose(arrays["vanilla"], eager_maps[name]["vanilla"], rtol=1e-5, atol=1e-7)
 
 
+def test_methods_that_cannot_run_on_the_model_are_listed_with_the_reason(two: Path, tmp_path: Path):
+    """Guided Backprop and LRP on the Softplus twin (no nn.ReLU, no LRP rule for Softplus): listed, not dropped."""
+    argv = ("--model", "shapes-softplus", "--images", two, "--steps", "4", "--sanity", "1", "--no-progress")
+    assert evaluate(*argv, "--methods", "vanilla", "guided_backprop", "lrp", "--out", tmp_path / "out") == 0
+    with (tmp_path / "out" / "unavailable.csv").open() as handle:
+        reasons = dict(csv.reader(handle))
+    assert "has no nn.ReLU modules" in reasons["guided_backprop"]
+    assert "without an LRP rule in Captum: Softplus" in reasons["lrp"]
+    assert {method for record in read_records(tmp_path / "out") for method in record["scores"]} == {"vanilla"}
+    page = (tmp_path / "out" / "summary.md").read_text()
+    assert "## What cannot run on this model" in page and "guided_backprop" in page and "lrp" in page
+
+
 def test_a_factory_in_the_current_folder_and_an_out_inside_the_images(two, tmp_path, monkeypatch):
     """The console script does not put the current folder on sys.path as python -m does: the command does, so that
     mymodel:build is found beside the data; and an OUT inside the images' folder is not read as images."""

@@ -10,11 +10,11 @@ from smoothgrad_lib.cli import main
 from smoothgrad_lib.faithfulness import baseline_images, pixel_ranking
 from smoothgrad_lib.maps import saliency_map
 from smoothgrad_lib.methods import all_attributions
+from smoothgrad_lib.provenance import code_version
 from smoothgrad_lib.roar import (
     ROAR_METHODS,
     accuracy_drop,
     cell_seeds,
-    code_version,
     mean_accuracy,
     merge_grids,
     remove_top,
