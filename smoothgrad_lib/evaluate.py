@@ -434,14 +434,16 @@ def _gradcam_layer(args: argparse.Namespace, loaded: LoadedModel) -> str:
 def _runnable(
     args: argparse.Namespace, model: nn.Module, probe: torch.Tensor, gradcam_layer: str
 ) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The methods that run on the model (tried on the probe image), and why each other one does not."""
+    """The methods that run on the model (tried on the probe image with N and IG points cut to 2), and why each other
+    one does not."""
     runs, unavailable = [], {}
+    trial = argparse.Namespace(**vars(args) | {"n_samples": min(2, args.n_samples), "ig_steps": min(2, args.ig_steps)})
     for name in args.methods:
         if name == "grad_cam" and not gradcam_layer:
             unavailable[name] = "the model has no Conv2d layer; name one with --gradcam-layer"
             continue
         try:
-            _attributions(args, model, probe, None, (name,), gradcam_layer, args.seed)
+            _attributions(trial, model, probe, None, (name,), gradcam_layer, args.seed)  # few passes: cheap
         except torch.cuda.OutOfMemoryError:  # it runs, in smaller batches (_halving_on_out_of_memory)
             runs.append(name)
         except Exception as error:  # noqa: BLE001 - any failure of a method on the model is reported, not raised
@@ -747,7 +749,7 @@ def _write_image(out: Path, name: str, maps: Mapping[str, np.ndarray], record: M
     path = _record_path(out, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **maps)
+    np.savez(buffer, **maps)  # float32 maps barely compress; compressing would cost more time than the model
     _atomic_write(path.with_suffix(".npz"), buffer.getvalue())
     path.with_suffix(".skipped").unlink(missing_ok=True)
     _write_json(path, record)
