@@ -164,7 +164,13 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     arg("--images", type=Path, required=True, help="a folder of images (sub-folders included)")
     arg("--out", type=Path, required=True, help="the folder for the results (created)")
     arg("--weights", type=Path, help="a state dict (torch.save) for package.module:factory")
-    arg("--methods", nargs="+", default=list(EVALUATE_METHODS), help=f"default: {' '.join(EVALUATE_METHODS)}")
+    arg(
+        "--methods",
+        nargs="+",
+        type=str.lower,
+        default=list(EVALUATE_METHODS),
+        help=f"registry names (a wrong one lists them all; default: {' '.join(EVALUATE_METHODS)})",
+    )
     arg("--labels", type=Path, help="CSV with columns image,label (default: explain the predicted class)")
     arg("--classes", nargs="+", help="your model's class names, in order (--labels may then use them)")
     arg("--size", type=int, help="input side in pixels (default: the registry model's, else 224)")

@@ -40,11 +40,15 @@ What ``OUT`` holds (all of it readable without this package):
 * ``maps/<image path>.npz``: ``numpy.load`` gives one float32 array (H, W) per method name;
 * ``maps/<image path>.json``: the image's class and scores; written last, atomically: an image is done when it
   exists, and a rerun skips it (a killed run loses at most the image in flight; a rerun trusts what is done, so
-  after changing an image file use a new ``OUT`` or ``--force``);
-* ``skipped.csv`` (images that could not be read, and why), ``per_image.csv`` (one row per image and method),
+  after changing an image file use a new ``OUT`` or ``--force``; other settings or another model, by the sha256 of
+  its files, are refused);
+* ``skipped.csv`` (images that could not be read, and why), ``read_warnings.csv`` (images read with a warning, e.g.
+  float values clipped to [0, 1], upsampling, a colour image averaged for a 1-channel model), ``per_image.csv`` (one
+  row per image and method; ``probability`` is the explained class's),
   ``summary.csv`` (per method and score: mean, 95% t-interval, n), ``contrasts.csv``, ``unavailable.csv`` (methods
-  that cannot run on this model, and why), ``summary.md`` with ``figure.png``, and ``run.json`` (settings, code
-  version, command line, processes and times).
+  that cannot run on this model, and why), ``summary.md`` with ``figure.png``, ``run.json`` (settings, code
+  version, command line, processes and times; ``sessions`` keeps each session's times when a run was resumed) and
+  ``ranks/rank-<k>.json`` (the images process k explained in the last session, and its seconds per stage).
 
 Under ``torchrun`` every process loads the model, takes its share of the images not yet done through
 ``torch.utils.data.DistributedSampler`` (CUDA: the GPU of its ``LOCAL_RANK``) and writes their files; process 0 checks
@@ -54,6 +58,7 @@ the inputs first, and summarises once all are done. Processes coordinate over gl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import importlib
@@ -61,6 +66,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -110,6 +116,10 @@ SANITY_SCORES = ("randomised_rho", "floor_rho")
 CONTRASTS = tuple((score, ref) for score in ("deletion_auc", "insertion_auc") for ref in ("vanilla", "blurred_vanilla"))
 SMOOTHGRAD = "smoothgrad"
 SANITY_CHECK = "model randomisation check"
+SCRIPTED = (
+    "a TorchScript model takes no forward or backward hooks and cannot be re-initialised layer by layer; give it as "
+    "package.module:factory with --weights for this. "
+)
 FIGURE_IMAGES = 4
 
 
@@ -194,7 +204,15 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int) -> int:
         summarise(args.out, wall=time.perf_counter() - started, processes=world, command=args.command_line)
         if not read_records(args.out):
             raise CommandError(f"no image of {str(args.images)!r} could be read: {args.out / 'skipped.csv'} says why.")
-        print(f"{PROG}: {args.out / ('per_image.csv' if args.maps_only else 'summary.md')} written")
+        done = json.loads((args.out / "run.json").read_text())
+        counts = [
+            _count(done["images"], "image") + " explained",
+            f"{done['skipped']} skipped",
+            f"{done['read_warnings']} read with a warning",
+            f"{len(done['unavailable'])} unavailable (unavailable.csv)",
+        ]
+        written = args.out / ("per_image.csv" if args.maps_only else "summary.md")
+        print(f"{PROG}: {', '.join(counts)}; {written} written")
     return 0
 
 
@@ -237,14 +255,16 @@ def _setup(args: argparse.Namespace, rank: int, world: int) -> Setup:
     loaded, source = _load(args, device)
     size = args.size or loaded.input_size
     probe = torch.rand(1, args.channels, size, size, generator=seeded_generator(args.seed)).to(device)
-    n_classes = _check_output(loaded.model, probe)
+    n_classes, notes = _check_output(loaded.model, probe)
+    if args.weights is None and ":" in args.model:
+        notes.append("no --weights: the network has the weights its factory gives it (random, unless it loads some)")
     categories = _categories(args.classes or loaded.categories, n_classes)
     gradcam_layer = _gradcam_layer(args, loaded)
     methods, unavailable = _runnable(args, loaded.model, probe, gradcam_layer)
     settings = {
         "model": args.model,
         "classes": list(categories),
-        "model_sha256": source,
+        "model_files": source,  # sha256 of the files the model came from (none for a registry model)
         "images": str(args.images.resolve()),
         "labels_sha256": _sha256(args.labels) if args.labels else None,
         "methods": list(methods),  # those that run on the model (unavailable.csv: the others)
@@ -262,7 +282,11 @@ def _setup(args: argparse.Namespace, rank: int, world: int) -> Setup:
         "sanity": 0 if args.maps_only else args.sanity,
         "maps_only": args.maps_only,
         "seed": args.seed,
+        "notes": notes,  # what you should know about the model (also printed)
     }
+    if rank == 0:
+        for note in notes:
+            print(f"{PROG}: note: {note}.", file=sys.stderr)
     setup = Setup(loaded.model, categories, args.channels, size, gradcam_layer, methods, unavailable, device, settings)
     if settings["sanity"]:
         setup.randomised, problem = _randomised(loaded.model, args.seed)
@@ -280,7 +304,7 @@ def _check_options(args: argparse.Namespace) -> None:
     for name, value, least in (
         ("--n-samples", args.n_samples, 1),
         ("--ig-steps", args.ig_steps, 1),
-        ("--steps", args.steps, 1),
+        ("--steps", args.steps, 2),  # one step would score every map alike
         ("--sanity", args.sanity, 0),
     ):
         if value < least:
@@ -311,8 +335,9 @@ def _device(name: str, rank: int, world: int) -> torch.device:
     return device
 
 
-def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, str | None]:
-    """The model as a ``LoadedModel`` taking [0, 1] images, and the sha256 of the file it came from (None: registry)."""
+def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, dict[str, str | None]]:
+    """The model as a ``LoadedModel`` taking [0, 1] images, and the sha256 of the files it came from (none for a
+    registry model)."""
     if args.model in MODELS:
         if args.mean or args.std:
             raise CommandError(f"{args.model!r} normalises its input itself: leave out --mean and --std.")
@@ -320,7 +345,7 @@ def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, 
             loaded = load_model(args.model, device=device)
         except (ValueError, RuntimeError) as error:
             raise CommandError(_one_line(error)) from None
-        return loaded, None
+        return loaded, {}
     network, source = _user_network(args)
     mean = tuple(args.mean or (0.0,) * args.channels)
     std = tuple(args.std or (1.0,) * args.channels)
@@ -330,8 +355,9 @@ def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, 
     return LoadedModel(args.model, model.to(device).eval(), (), args.size or 224, mean, std), source
 
 
-def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
-    """A TorchScript file, or ``package.module:factory()`` with ``--weights``; and the sha256 of its file."""
+def _user_network(args: argparse.Namespace) -> tuple[nn.Module, dict[str, str | None]]:
+    """A TorchScript file, or ``package.module:factory()`` with ``--weights``; and the sha256 of the files it came
+    from (the TorchScript file; the factory's module and the weights), so that a resumed run notices a change."""
     if ":" not in args.model:
         path = Path(args.model)
         if not path.is_file():
@@ -342,8 +368,13 @@ def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
         try:
             with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it still loads
                 warnings.simplefilter("ignore", FutureWarning)
-                return torch.jit.load(str(path), map_location="cpu"), _sha256(path)
+                return torch.jit.load(str(path), map_location="cpu"), {"model_sha256": _sha256(path)}
         except (RuntimeError, ValueError) as error:
+            if _is_state_dict(path):
+                raise CommandError(
+                    f"{args.model!r} holds weights (a state dict), not a model: give the code that builds the "
+                    f"network as --model package.module:factory and the file as --weights {args.model}."
+                ) from None
             raise CommandError(
                 f"could not load {args.model!r} as TorchScript ({_one_line(error)[:200]}); save it "
                 "with torch.jit.save(torch.jit.script(model), path), or give package.module:factory "
@@ -353,12 +384,15 @@ def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
     if os.getcwd() not in sys.path:  # the current folder, as for python -m (the console script leaves it out)
         sys.path.insert(0, os.getcwd())
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
+        module = importlib.import_module(module_name)
+        factory = getattr(module, factory_name)
     except (ImportError, AttributeError) as error:
         raise CommandError(
             f"--model {args.model!r}: {_one_line(error)} (the module must be importable from the "
             "current folder or the environment)."
         ) from None
+    except Exception as error:  # noqa: BLE001 - a syntax error or a failure while your module is imported
+        raise CommandError(f"--model {args.model!r}: importing {module_name!r} failed: {_error(error)}") from None
     try:
         network = factory()
     except Exception as error:  # noqa: BLE001 - your code's failure, reported in one line
@@ -367,22 +401,33 @@ def _user_network(args: argparse.Namespace) -> tuple[nn.Module, str]:
         ) from None
     if not isinstance(network, nn.Module):
         raise CommandError(f"--model {args.model!r} returned {type(network).__name__}, not a torch.nn.Module.")
+    code = _sha256(Path(module.__file__)) if getattr(module, "__file__", None) else None
     if args.weights is None:
-        return network, None  # type: ignore[return-value]
+        return network, {"model_code_sha256": code, "weights_sha256": None}
     try:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
     except Exception as error:  # noqa: BLE001 - unpickling, a missing file, mismatched keys: one line each
         raise CommandError(
-            f"--weights {str(args.weights)!r} do not load into {args.model!r} ({type(error).__name__}: "
-            f"{_one_line(error)[:200]}); save the weights with torch.save(model.state_dict(), path) (a checkpoint "
+            f"--weights {str(args.weights)!r} do not load into {args.model!r} ({_error(error, 200)}); save the "
+            "weights with torch.save(model.state_dict(), path) (a checkpoint "
             "dict: save its state dict alone)."
         ) from None
-    return network, _sha256(args.weights)
+    return network, {"model_code_sha256": code, "weights_sha256": _sha256(args.weights)}
 
 
-def _check_output(model: nn.Module, probe: torch.Tensor) -> int:
-    """The number of classes K, after checking that the model maps (1, C, S, S) to logits (1, K)."""
+def _is_state_dict(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save``d dict of tensors (weights without the code of the network)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not loadable as weights: then it is no state dict
+        return False
+    return isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def _check_output(model: nn.Module, probe: torch.Tensor) -> tuple[int, list[str]]:
+    """The number of classes K, after checking that the model maps (1, C, S, S) to logits (1, K); and a note if its
+    outputs look like probabilities."""
     try:
         with torch.no_grad():
             logits = model(probe)
@@ -398,7 +443,13 @@ def _check_output(model: nn.Module, probe: torch.Tensor) -> int:
         )
     if not bool(logits.isfinite().all()):
         raise CommandError("the model's output is NaN or infinite on a random image: check its weights.")
-    return int(logits.shape[1])
+    notes = []
+    if bool((logits >= 0).all()) and abs(float(logits.sum()) - 1) < 1e-4:
+        notes.append(
+            "the model's outputs look like probabilities (non-negative, summing to 1); evaluate takes them as logits "
+            "and applies a softmax again, which flattens every curve: leave out the model's final softmax"
+        )
+    return int(logits.shape[1]), notes
 
 
 def _categories(names: Sequence[str], n_classes: int) -> tuple[str, ...]:
@@ -418,17 +469,22 @@ def _gradcam_layer(args: argparse.Namespace, loaded: LoadedModel) -> str:
         layer = f"1.{args.gradcam_layer}" if wrapped else args.gradcam_layer
         names = {name for name, _ in loaded.model.named_modules()}
         if layer not in names:
+            convs = [name.removeprefix("1.") if wrapped else name for name in _convolutions(loaded.model)]
             raise CommandError(
                 f"--gradcam-layer {args.gradcam_layer!r} is not a module of the model: use a name from "
-                "model.named_modules() (Grad-CAM usually explains the last convolutional block)."
+                "model.named_modules() (Grad-CAM usually explains the last convolutional block; the model's "
+                f"Conv2d layers: {', '.join(convs[-6:]) or 'none'})."
             )
         return layer
     if args.model in MODELS:
         return GRADCAM_LAYERS.get(args.model, "14")  # "14": the shapes twins' last ReLU
-    convs = [
-        name for name, m in loaded.model.named_modules() if getattr(m, "original_name", type(m).__name__) == "Conv2d"
-    ]
+    convs = _convolutions(loaded.model)
     return convs[-1] if convs else ""
+
+
+def _convolutions(model: nn.Module) -> list[str]:
+    """The names of the model's Conv2d modules (a TorchScript model's too), in order."""
+    return [name for name, m in model.named_modules() if getattr(m, "original_name", type(m).__name__) == "Conv2d"]
 
 
 def _runnable(
@@ -447,7 +503,11 @@ def _runnable(
         except torch.cuda.OutOfMemoryError:  # it runs, in smaller batches (_halving_on_out_of_memory)
             runs.append(name)
         except Exception as error:  # noqa: BLE001 - any failure of a method on the model is reported, not raised
-            unavailable[name] = f"{type(error).__name__}: {_one_line(error)[:300]}"
+            if name == "grad_cam" and args.gradcam_layer and not _scripted(model):  # the layer you named: said now
+                raise CommandError(
+                    f"Grad-CAM fails on --gradcam-layer {args.gradcam_layer!r}: {_error(error)}"
+                ) from None
+            unavailable[name] = (SCRIPTED if _scripted(model) else "") + _error(error)
         else:
             runs.append(name)
     if not runs:
@@ -457,11 +517,17 @@ def _runnable(
 
 def _randomised(model: nn.Module, seed: int) -> tuple[nn.Module | None, str | None]:
     """The model with every layer re-initialised, or why there is none (e.g. a TorchScript model)."""
+    if _scripted(model):
+        return None, SCRIPTED.removesuffix(" ")
     try:  # the cascade's last model, every layer re-initialised; one copy at a time in memory
         ((_, randomised),) = deque(randomize_layers(model, generator=seeded_generator(seed)), maxlen=1)
     except (ValueError, RuntimeError, AttributeError, TypeError) as error:
         return None, _one_line(error)
     return randomised, None
+
+
+def _scripted(model: nn.Module) -> bool:
+    return any(isinstance(module, torch.jit.ScriptModule) for module in model.modules())
 
 
 def _prepare_out(args: argparse.Namespace, setup: Setup) -> tuple[list[str], list[int], frozenset[str]]:
@@ -495,13 +561,25 @@ def _prepare_out(args: argparse.Namespace, setup: Setup) -> tuple[list[str], lis
     if args.labels:
         _read_labels(args.labels, names, setup.categories)  # its problems before any long work
     # The randomisation check's images: the first by name when the run began, kept when images are added later.
-    sanity = old["sanity_images"] if old is not None else names[: setup.settings["sanity"]]  # type: ignore[misc]
+    sanity = old["sanity_images"] if old is not None else _first_readable(args.images, names, setup)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "ranks", ignore_errors=True)  # this run's processes write theirs anew
     _write_json(settings_path, setup.settings | {"sanity_images": sanity})
     _write_csv(out / "unavailable.csv", ["method", "reason"], sorted(setup.unavailable.items()))
     pending = [i for i, name in enumerate(names) if not _record_path(out, name).is_file()]
     return names, pending, frozenset(sanity)
+
+
+def _first_readable(folder: Path, names: Sequence[str], setup: Setup) -> list[str]:
+    """The first ``--sanity`` images by name that can be read (an unreadable one is skipped, not checked)."""
+    readable: list[str] = []
+    for name in names:
+        if len(readable) == setup.settings["sanity"]:
+            break
+        with contextlib.suppress(FileNotFoundError, ValueError, OSError):
+            _read(folder / name, setup)
+            readable.append(name)
+    return readable
 
 
 def _clear(out: Path) -> None:
@@ -515,6 +593,7 @@ def _clear(out: Path) -> None:
         "summary.csv",
         "contrasts.csv",
         "unavailable.csv",
+        "read_warnings.csv",
         "summary.md",
         "figure.png",
         "run.json",
@@ -538,28 +617,37 @@ def list_images(folder: Path, leave_out: Path | None = None) -> list[str]:
 def _read_labels(path: Path, names: Sequence[str], categories: Sequence[str]) -> dict[str, int]:
     """image name -> class index from the CSV (columns image,label), checked against the images and the classes."""
     with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"image", "label"} <= set(reader.fieldnames):
+        reader = csv.reader(handle)
+        header = [field.strip().lower() for field in next(reader, [])]
+        if not {"image", "label"} <= set(header):
             raise CommandError(f"--labels {str(path)!r} needs a header row with columns image,label.")
-        rows = [(row["image"].strip(), (row["label"] or "").strip()) for row in reader]
+        at = header.index("image"), header.index("label")
+        rows = [tuple(row[i].strip() if i < len(row) else "" for i in at) for row in reader if any(row)]
     known, index = set(names), {name: i for i, name in enumerate(categories)}
     missing = [image for image, _ in rows if image not in known]
     if missing:
         raise CommandError(
-            f"--labels names {len(missing)} images that are not in --images, e.g. {missing[:3]} "
+            f"--labels names {_count(len(missing), 'image')} that are not in --images, e.g. {missing[:3]} "
             "(names are paths relative to the images folder)."
         )
-    labels, unknown = {}, []
+    labels: dict[str, int] = {}
+    unknown, conflicting = {}, []
     for image, label in rows:
-        value = index.get(label, int(label) if label.strip().lstrip("-").isdigit() else None)
+        value = index.get(label, int(label) if label.lstrip("-").isdigit() else None)
         if value is None or not 0 <= value < len(categories):
-            unknown.append(label)
-        else:
-            labels[image] = value
+            unknown.setdefault(label, image)
+        elif labels.setdefault(image, value) != value:
+            conflicting.append(image)
     if unknown:
+        names = ", ".join(categories[:8]) + (", ..." if len(categories) > 8 else "")
         raise CommandError(
-            f"--labels has {len(unknown)} unknown classes, e.g. {unknown[:3]}: use a class index "
-            f"0..{len(categories) - 1} or one of the model's class names."
+            f"--labels has {_count(len(unknown), 'unknown class')} {list(unknown)[:3]} (the first for "
+            f"{next(iter(unknown.values()))!r}): "
+            f"use a class index 0..{len(categories) - 1} or one of the model's class names ({names})."
+        )
+    if conflicting:
+        raise CommandError(
+            f"--labels gives {_count(len(conflicting), 'image')} two different labels, e.g. {conflicting[:3]}."
         )
     return labels
 
@@ -591,13 +679,13 @@ def _explain_images(
             continue
         tic = time.perf_counter()
         try:
-            x = _read(args.images / name, setup)
+            x, notes = _read(args.images / name, setup)
         except (FileNotFoundError, ValueError, OSError) as error:
             _write_json(_record_path(args.out, name).with_suffix(".skipped"), {"reason": _one_line(error)})
             continue
         seconds["read"] += time.perf_counter() - tic
         explain = partial(_explain_one, args, setup, name, x, seconds)
-        record = _halving_on_out_of_memory(setup, x, explain)
+        record = _halving_on_out_of_memory(setup, x, explain) | ({"read_warnings": notes} if notes else {})
         tic = time.perf_counter()
         _write_image(args.out, name, record.pop("maps"), record)
         seconds["write"] += time.perf_counter() - tic
@@ -624,12 +712,15 @@ def _halving_on_out_of_memory(
             torch.cuda.empty_cache()
 
 
-def _read(path: Path, setup: Setup) -> torch.Tensor:
-    """The image as the model's input (1, C, S, S) on its device."""
-    x = read_image(path, setup.size, setup.settings["fit"]).tensor  # type: ignore[arg-type]
+def _read(path: Path, setup: Setup) -> tuple[torch.Tensor, list[str]]:
+    """The image as the model's input (1, C, S, S) on its device, and what was done to it that you should know."""
+    picture = read_image(path, setup.size, setup.settings["fit"])  # type: ignore[arg-type]
+    x, notes = picture.tensor, list(picture.warnings)
     if setup.channels == 1:
+        if not (torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])):
+            notes.append("a colour image, averaged over its channels for a 1-channel model")
         x = x.mean(0, keepdim=True)
-    return x[None].to(setup.device)
+    return x[None].to(setup.device), notes
 
 
 def _explain_one(
@@ -806,11 +897,15 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
         if path.relative_to(out / "maps").as_posix().removesuffix(".skipped") in listed
     )
     _write_csv(out / "skipped.csv", ["image", "reason"], skipped)
+    read_warnings = [(r["image"], warning) for r in records for warning in r.get("read_warnings", ())]
+    _write_csv(out / "read_warnings.csv", ["image", "warning"], read_warnings)
     rows = _per_image_rows(records)
     _write_csv(out / "per_image.csv", list(rows[0]) if rows else ["image"], [list(r.values()) for r in rows])
     ranks = [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank-*.json"))]
     stages = {stage: sum(r["seconds"][stage] for r in ranks) for stage in ranks[0]["seconds"]} if ranks else {}
     unavailable = _read_csv(out / "unavailable.csv")
+    earlier = json.loads((out / "run.json").read_text()).get("sessions", []) if (out / "run.json").is_file() else []
+    session = {"wall": wall, "stages": stages, "processes": processes}
     run_record = {
         "settings": settings,
         "code_version": code_version(),
@@ -820,8 +915,10 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
         "processes": processes,
         "images": len(records),
         "skipped": len(skipped),
+        "read_warnings": len(read_warnings),
         "unavailable": dict(unavailable),
-        "seconds": {"wall": wall, "stages": stages},  # stages: summed over the processes
+        "seconds": {"wall": wall, "stages": stages},  # this session's; stages: summed over the processes
+        "sessions": [*earlier, session] if wall is not None else earlier,  # a resumed run's earlier times too
     }
     _write_json(out / "run.json", run_record)
     if settings["maps_only"] or not records:
@@ -834,7 +931,8 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
         out / "contrasts.csv", list(contrasts[0]) if contrasts else ["contrast"], [list(r.values()) for r in contrasts]
     )
     _figure(out, settings, _one_per_class(records)[:FIGURE_IMAGES], methods)
-    (out / "summary.md").write_text(_page(settings, run_record, summary, contrasts, skipped, unavailable))
+    page = _page(settings, run_record, summary, contrasts, skipped, unavailable, read_warnings)
+    (out / "summary.md").write_text(page)
 
 
 def _per_image_rows(records: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
@@ -936,10 +1034,16 @@ def _figure(
     for record in records:
         name = str(record["image"])
         image = read_image(Path(str(settings["images"])) / name, int(settings["size"]), str(settings["fit"])).tensor
+        if settings["channels"] == 1:  # what the model saw
+            image = image.mean(0, keepdim=True).expand(3, -1, -1)
         maps = np.load(_record_path(out, name).with_suffix(".npz"))
         shown = [saliency_map(torch.from_numpy(maps[m])[None], normalize="percentile") for m in methods]
         panels.append([image, *shown])
-        titles.append([f"{name[:24]}\n{settings['classes'][record['target']][:24]}", *methods])
+        classes = settings["classes"]
+        head = f"{record['target_from']} {classes[record['target']][:16]} (p {record['probability']:.2f})"
+        if record["predicted"] != record["target"]:
+            head += f"\npredicted {classes[record['predicted']][:16]}"
+        titles.append([f"{name[:24]}\n{head}", *methods])
     fig = image_grid(panels, titles, colorbar="map / its 99th percentile (no unit)")
     fig.savefig(out / "figure.png", dpi=80, bbox_inches="tight")
     plt.close(fig)
@@ -952,20 +1056,31 @@ def _page(
     contrasts: Sequence[Mapping[str, object]],
     skipped: Sequence[tuple[str, str]],
     unavailable: Sequence[tuple[str, str]],
+    read_warnings: Sequence[tuple[str, str]] = (),
 ) -> str:
     """``summary.md``: the settings, the scores with their intervals, the sanity check, the contrasts."""
     s = settings
+    ran = set(s["methods"])  # type: ignore[arg-type]
+    methods_used = [
+        f"SmoothGrad: N = {s['n_samples']}, sigma = {s['noise_level']} x each image's range, mean |gradient|. "
+        if SMOOTHGRAD in ran
+        else "",
+        f"Integrated Gradients: {s['ig_steps']} points from black. " if "integrated_gradients" in ran else "",
+    ]
     lines = [
-        f"# Saliency evaluation: {s['model']} on {run_record['images']} images",
+        f"# Saliency evaluation: {s['model']} on {_count(int(run_record['images']), 'image')}",  # type: ignore[arg-type]
         "",
-        f"Images: `{s['images']}` ({run_record['images']} explained, {len(skipped)} skipped: `skipped.csv`). "
+        f"Images: `{s['images']}` ({run_record['images']} explained, {len(skipped)} skipped: `skipped.csv`; "
+        f"{len(read_warnings)} read with a warning: `read_warnings.csv`). "
         f"Input {s['channels']}x{s['size']}x{s['size']} ({s['fit']}). Class explained: the label, else the prediction. "
-        f"SmoothGrad: N = {s['n_samples']}, sigma = {s['noise_level']} x each image's range, mean |gradient|; "
-        f"Integrated Gradients: {s['ig_steps']} points from black. Seed {s['seed']}.",
+        + "".join(methods_used)
+        + f"Seed {s['seed']}.",
+        *(f"\n**Note**: {note}." for note in s.get("notes", ())),  # type: ignore[union-attr]
         "",
         f"Every score is of the map max_c |a_c|. Deletion/insertion: {s['steps']} steps, baseline `{s['baseline']}`, "
         "area under the target's softmax probability. AOPC: mean drop of that probability along the deletion curve, "
-        "most (MoRF) or least (LeRF) relevant pixels first. Means over images with 95% Student-t intervals; "
+        "most (MoRF) or least (LeRF) relevant pixels first. Means over images with 95% Student-t intervals (not cut "
+        "at the scores' range, so with few or spread images an interval can pass 0 or 1); "
         "`random` is the null (a map without information).",
         "",
         "| method | deletion AUC (smaller better) | insertion AUC (larger better) | AOPC MoRF (larger) "
@@ -977,7 +1092,7 @@ def _page(
     n = next((r["n"] for r in summary if r["score"] == "deletion_auc"), 0)
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(_cell(by[(method, score)]) for score in SCORES) + " |")
-    lines += ["", f"n = {n} images per score."]
+    lines += ["", f"n = {_count(int(n), 'image')} per score."]
     if any(by[(m, "randomised_rho")]["n"] for m in methods):
         lines += [
             "",
@@ -987,13 +1102,14 @@ def _page(
             "its noise floor (the trained model's map under other noise; 1 for a deterministic method). A map that "
             "depends on what the model learnt falls well below its floor.",
             "",
-            "| method | every layer random | noise floor | constant maps (undefined, left out) |",
-            "|---|---|---|---|",
+            "| method | every layer random | noise floor | images (n) | constant maps (undefined, left out) |",
+            "|---|---|---|---|---|",
         ]
         for method in methods:
             random, floor = by[(method, "randomised_rho")], by[(method, "floor_rho")]
-            lines.append(f"| {method} | {_cell(random)} | {_cell(floor)} | {random['undefined']} |")
-        lines += ["", f"n = {by[(methods[0], 'randomised_rho')]['n']} images (the first by name when the run began)."]
+            row = f"| {method} | {_cell(random)} | {_cell(floor)} | {random['n']} | {random['undefined']} |"
+            lines.append(row)
+        lines += ["", "Images: the first readable ones by name when the run began."]
     if contrasts:
         lines += [
             "",
@@ -1016,7 +1132,12 @@ def _page(
     if unavailable:
         lines += ["", "## What cannot run on this model", ""]
         lines += [f"- {method}: {reason}" for method, reason in unavailable]
-    lines += ["", "![an image of each class and its maps](figure.png)", ""]
+    if read_warnings:
+        lines += ["", f"## {_count(len(read_warnings), 'image')} read with a warning (`read_warnings.csv`)", ""]
+        lines += [f"- {image}: {warning}" for image, warning in read_warnings[:5]]
+        lines += ["- ..."] if len(read_warnings) > 5 else []
+    alt = "the first image of each class explained, then others by name, and each method's map"
+    lines += ["", f"![{alt}](figure.png)", ""]
     version = run_record["code_version"]
     lines += [
         f"smoothgrad_lib {version['package']} ({version['git'] or 'no git'}), torch {run_record['torch']}, "  # type: ignore[index]
@@ -1039,6 +1160,11 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
         return [tuple(row) for row in list(csv.reader(handle))[1:]]  # type: ignore[misc]
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 image"``, ``"2 images"``."""
+    return f"{n} {noun}{'' if n == 1 else ('es' if noun.endswith('ss') else 's')}"
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -1049,4 +1175,13 @@ def _sha256(path: Path) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+    """The error's text on one line, without the terminal colour codes some libraries put in it."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+
+
+def _error(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, cut at a word boundary after ``limit`` characters."""
+    text = _one_line(error)
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {text}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from smoothgrad_lib import cli
 from smoothgrad_lib.evaluate import image_seed, list_images, read_records
@@ -152,7 +153,7 @@ def test_summary_tables_are_means_over_the_images_with_t_intervals(reference: Pa
     ]
     assert all(float(c["p_holm"]) >= float(c["p"]) for c in contrasts)
     page = (reference / "summary.md").read_text()
-    assert "## Declared contrasts" in page and "![an image of each class and its maps](figure.png)" in page
+    assert "## Declared contrasts" in page and "](figure.png)" in page
     run = json.loads((reference / "run.json").read_text())
     assert run["images"] == N_IMAGES and run["processes"] == 1 and run["command"].startswith("smoothgrad evaluate")
     assert (reference / "figure.png").stat().st_size > 1000
@@ -201,7 +202,8 @@ def test_torchscript_and_factory_models(data: Path, two: Path, reference: Path, 
     with (tmp_path / "script" / "unavailable.csv").open() as handle:
         reasons = dict(csv.reader(handle))
     assert "ScriptModules" in reasons["grad_cam"]  # Captum's hooks need an eager module: said, not dropped
-    assert "model randomisation check" in reasons
+    assert reasons["grad_cam"].startswith("a TorchScript model takes no forward or backward hooks")
+    assert reasons["model randomisation check"].startswith("a TorchScript model takes no forward or backward hooks")
     scripted_maps, eager_maps = maps_of(tmp_path / "script"), maps_of(reference)
     for name, arrays in scripted_maps.items():
         assert list(arrays) == ["vanilla"]
@@ -221,7 +223,7 @@ def test_methods_that_cannot_run_on_the_model_are_listed_with_the_reason(two: Pa
     assert "## What cannot run on this model" in page and "guided_backprop" in page and "lrp" in page
 
 
-def test_a_factory_in_the_current_folder_and_an_out_inside_the_images(two, tmp_path, monkeypatch):
+def test_a_factory_in_the_current_folder_and_an_out_inside_the_images(two, tmp_path, monkeypatch, capsys):
     """The console script does not put the current folder on sys.path as python -m does: the command does, so that
     mymodel:build is found beside the data; and an OUT inside the images' folder is not read as images."""
     images = tmp_path / "images"
@@ -235,6 +237,19 @@ def test_a_factory_in_the_current_folder_and_an_out_inside_the_images(two, tmp_p
     assert evaluate(*argv) == 0 and evaluate(*argv) == 0  # the second run finds the first's figure.png: not an image
     assert [r["image"] for r in read_records(images / "results")] == list_images(two)
     assert "results/figure.png" not in (images / "results" / "skipped.csv").read_text()
+    assert len(json.loads((images / "results" / "run.json").read_text())["sessions"]) == 2  # both runs' times
+    assert "note: no --weights" in capsys.readouterr().err
+    assert "**Note**: no --weights" in (images / "results" / "summary.md").read_text()
+    # A changed model module is another model: the run is not resumed with it.
+    (tmp_path / "mymodel.py").write_text((tmp_path / "mymodel.py").read_text() + "# changed\n")
+    assert evaluate(*argv) == 2 and "(model_files: " in capsys.readouterr().err
+    (tmp_path / "soft.py").write_text(
+        "import torch\nfrom smoothgrad_lib.twins import load_twin\n\n"
+        "def build():\n    return torch.nn.Sequential(load_twin('relu'), torch.nn.Softmax(1))\n"
+    )
+    soft = ("--model", "soft:build", "--size", 64, "--images", two, "--out", tmp_path / "soft", *FAST)
+    assert evaluate(*soft, "--maps-only") == 0
+    assert "note: the model's outputs look like probabilities" in capsys.readouterr().err
 
 
 def test_an_unreadable_image_is_skipped_and_listed(two: Path, tmp_path: Path):
@@ -242,32 +257,54 @@ def test_an_unreadable_image_is_skipped_and_listed(two: Path, tmp_path: Path):
     images.mkdir()
     for name in list_images(two):
         (images / name).write_bytes((two / name).read_bytes())
-    (images / "broken.png").write_text("not a picture")
+    (images / "a_broken.png").write_text("not a picture")  # first by name
+    bright = np.linspace(0, 1000, 64 * 64, dtype=np.float32).reshape(64, 64)
+    Image.fromarray(bright, mode="F").save(images / "z_float.tif")  # read, with its values clipped to [0, 1]
     assert evaluate("--model", "shapes-relu", "--images", images, "--out", tmp_path / "out", *FAST) == 0
     with (tmp_path / "out" / "skipped.csv").open() as handle:
         skipped = list(csv.DictReader(handle))
-    assert [row["image"] for row in skipped] == ["broken.png"] and "broken.png" in skipped[0]["reason"]
-    assert len(read_records(tmp_path / "out")) == 2
+    assert [row["image"] for row in skipped] == ["a_broken.png"] and "a_broken.png" in skipped[0]["reason"]
+    assert len(read_records(tmp_path / "out")) == 3
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert settings["sanity_images"] == list_images(two)  # --sanity 2: the first two that can be read
+    with (tmp_path / "out" / "read_warnings.csv").open() as handle:
+        warned = list(csv.DictReader(handle))
+    assert [row["image"] for row in warned] == ["z_float.tif"] and "clipped to [0, 1]" in warned[0]["warning"]
+    assert "1 read with a warning" in (tmp_path / "out" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (("--model", "torch.nn:Identity", "--size", 64), r"is \(1, 3, 64, 64\), not logits \(batch, classes\)"),
-        (("--model", "shapes-relu", "--labels", "{bad_name}"), r"names 1 images that are not in --images"),
-        (("--model", "shapes-relu", "--labels", "{bad_class}"), r"1 unknown classes, e\.g\. \['hexagon'\]"),
+        (("--model", "shapes-relu", "--labels", "{bad_name}"), r"names 1 image that are not in --images"),
+        (("--model", "shapes-relu", "--labels", "{bad_class}"), r"1 unknown class \['hexagon'\] .*\(circle, square"),
+        (("--model", "shapes-relu", "--labels", "{conflict}"), r"gives 1 image two different labels"),
+        (("--model", "broken_mod:build"), r"importing 'broken_mod' failed: SyntaxError"),
+        (("--model", "{state}"), r"holds weights \(a state dict\), not a model: .*--weights"),
+        (("--model", "shapes-relu", "--steps", "1"), r"--steps must be an integer >= 2"),
+        (
+            ("--model", "shapes-relu", "--methods", "grad_cam", "--gradcam-layer", "17"),
+            r"Grad-CAM fails on --gradcam-layer '17'",
+        ),
         (("--model", "shapes-relu", "--methods", "vanila"), r"unknown methods \['vanila'\]"),
         (("--model", "no_such_module:net"), r"No module named 'no_such_module'"),
         (("--model", "shapes-relu", "--weights", "w.pt"), r"--weights is for a model given as package.module:factory"),
-        (("--model", "shapes-relu", "--gradcam-layer", "conv9"), r"--gradcam-layer 'conv9' is not a module"),
+        (("--model", "shapes-relu", "--gradcam-layer", "conv9"), r"'conv9' is not a module.*layers: 0, 4, 8, 12\)"),
         (("--model", "smoothgrad_lib.twins:ShapesCNN", "--weights", "{bad_name}"), r"do not load into .*state_dict"),
     ],
 )
-def test_bad_input_stops_with_one_line_before_any_work(data, tmp_path, capsys, argv, message):
+def test_bad_input_stops_with_one_line_before_any_work(data, tmp_path, capsys, monkeypatch, argv, message):
     first = list_images(data / "images")[0]
-    (tmp_path / "bad_name.csv").write_text(f"image,label\n{first},circle\nmissing.png,circle\n")
-    (tmp_path / "bad_class.csv").write_text(f"image,label\n{first},hexagon\n")
-    argv = [str(a).format(bad_name=tmp_path / "bad_name.csv", bad_class=tmp_path / "bad_class.csv") for a in argv]
+    files = {name: tmp_path / f"{name}.csv" for name in ("bad_name", "bad_class", "conflict")}
+    files["bad_name"].write_text(f"image,label\n{first},circle\nmissing.png,circle\n")
+    files["bad_class"].write_text(f" Image , label\n{first},hexagon\n")  # the header's spaces and case are fine
+    files["conflict"].write_text(f"image,label\n{first},circle\n{first},square\n{first},circle\n")
+    files["state"] = tmp_path / "state.pt"
+    torch.save(load_twin("relu").state_dict(), files["state"])
+    (tmp_path / "broken_mod.py").write_text("def build(:\n")
+    monkeypatch.chdir(tmp_path)
+    argv = [str(a).format(**files) for a in argv]
     out = tmp_path / "out"
     assert evaluate(*FAST, "--images", data / "images", "--out", out, *argv) == 2
     error = capsys.readouterr().err.strip()
