@@ -201,10 +201,9 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int) -> int:
     if world > 1:
         dist.barrier()
     if rank == 0:
-        summarise(args.out, wall=time.perf_counter() - started, processes=world, command=args.command_line)
-        if not read_records(args.out):
+        done = summarise(args.out, wall=time.perf_counter() - started, processes=world, command=args.command_line)
+        if not done["images"]:
             raise CommandError(f"no image of {str(args.images)!r} could be read: {args.out / 'skipped.csv'} says why.")
-        done = json.loads((args.out / "run.json").read_text())
         counts = [
             _count(done["images"], "image") + " explained",
             f"{done['skipped']} skipped",
@@ -886,8 +885,11 @@ def read_records(out: Path) -> list[dict[str, object]]:
     return sorted(records, key=lambda record: record["image"])
 
 
-def summarise(out: Path, *, wall: float | None = None, processes: int = 1, command: Sequence[str] = ()) -> None:
-    """Write the CSV files, ``summary.md``, ``figure.png`` and ``run.json`` of ``out`` from its image records."""
+def summarise(
+    out: Path, *, wall: float | None = None, processes: int = 1, command: Sequence[str] = ()
+) -> dict[str, object]:
+    """Write the CSV files, ``summary.md``, ``figure.png`` and ``run.json`` of ``out`` from its image records; returns
+    what ``run.json`` holds."""
     settings = json.loads((out / "settings.json").read_text())
     listed = set(list_images(Path(settings["images"]), leave_out=out))  # an image deleted since it ran: left out
     records = [record for record in read_records(out) if record["image"] in listed]
@@ -922,7 +924,7 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
     }
     _write_json(out / "run.json", run_record)
     if settings["maps_only"] or not records:
-        return
+        return run_record
     methods = [m for m in records[0]["scores"]]  # type: ignore[union-attr]
     summary = _summary_rows(records, methods)
     _write_csv(out / "summary.csv", list(summary[0]), [list(r.values()) for r in summary])
@@ -933,6 +935,7 @@ def summarise(out: Path, *, wall: float | None = None, processes: int = 1, comma
     _figure(out, settings, _one_per_class(records)[:FIGURE_IMAGES], methods)
     page = _page(settings, run_record, summary, contrasts, skipped, unavailable, read_warnings)
     (out / "summary.md").write_text(page)
+    return run_record
 
 
 def _per_image_rows(records: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:

@@ -306,10 +306,10 @@ def merge_grids(reports: Sequence[dict[str, object]]) -> dict[str, object]:
     """One grid from several ``roar_report`` reports of the same recipe (more fractions, methods or seeds).
 
     Every setting but ``methods``, ``fractions`` and ``seeds`` must agree; those become their unions (fractions and
-    seeds sorted). The cells
-    are pooled, and a (method, fill, fraction, seed) cell in two reports must have one accuracy; so must a seed's
-    baseline (the same retraining, run by two commands: a check that it is reproducible). ``sources`` keeps each
-    report's command, code version, seconds and numbers of cells and baselines; a single report is returned as it is.
+    seeds sorted). The cells are pooled, and a (method, fill, fraction, seed) cell in two reports must have one
+    accuracy; so must a seed's baseline (the same retraining, run by two commands: a check that it is reproducible).
+    ``sources`` keeps each report's command, code version, seconds and numbers of cells and baselines; a single report
+    is returned as it is.
 
     Examples:
         >>> one = {"settings": {"epochs": 2, "methods": ["m"], "fractions": [0.1], "seeds": [0]},
