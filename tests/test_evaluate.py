@@ -273,6 +273,13 @@ def test_an_unreadable_image_is_skipped_and_listed(two: Path, tmp_path: Path):
     assert "1 read with a warning" in (tmp_path / "out" / "summary.md").read_text()
 
 
+def test_a_folder_with_no_readable_image_exits_2(tmp_path: Path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "broken.png").write_text("not a picture")
+    assert evaluate("--model", "shapes-relu", "--images", tmp_path / "images", "--out", tmp_path / "out", *FAST) == 2
+    assert "could be read" in capsys.readouterr().err and "broken.png" in (tmp_path / "out" / "skipped.csv").read_text()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
